@@ -1,0 +1,2 @@
+"""edged: face recognition daemon for edge devices."""
+__version__ = "0.1.0"

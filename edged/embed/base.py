@@ -1,0 +1,47 @@
+"""The embedder interface: aligned faces in, L2-normalised 128-d float32 vectors out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from edged.align import AlignmentSpec
+from edged.preprocess import EMBEDDING_DIM
+
+
+class Embedder(ABC):
+    """Maps aligned face crops to points on the 128-d unit hypersphere.
+
+    Distances between embeddings are squared L2 (0 = identical, 4 = opposite); `threshold`
+    is the squared-L2 distance below which two faces are taken as the same person.
+    """
+
+    name: str = ""
+    #: Identifies the weights: embeddings of different versions must not be mixed.
+    version: str = ""
+    dim: int = EMBEDDING_DIM
+    threshold: float = 1.0
+    alignment: AlignmentSpec
+
+    @abstractmethod
+    def embed(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Embed aligned RGB uint8 faces (N, S, S, 3) -> (N, dim) float32, unit rows."""
+
+    def embed_one(self, face: np.ndarray) -> np.ndarray:
+        return self.embed(face[None])[0]
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "version": self.version, "threshold": self.threshold,
+                "alignment": self.alignment.name}
+
+
+def as_batch(faces: np.ndarray | list[np.ndarray], size: int) -> np.ndarray:
+    """Stack faces into (N, size, size, 3) uint8, checking shapes."""
+    batch = np.asarray(faces) if not isinstance(faces, list) else (
+        np.stack(faces) if faces else np.zeros((0, size, size, 3), np.uint8))
+    if batch.ndim == 3:
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[1:] != (size, size, 3) or batch.dtype != np.uint8:
+        raise ValueError(f"expected uint8 faces of shape (N, {size}, {size}, 3), got {batch.shape} {batch.dtype}")
+    return batch
