@@ -29,8 +29,8 @@ CREDENTIAL_NAME = "mqtt_password"
 
 
 def _f(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,
-       pattern: str | None = None, secret: bool = False, factory: Any = None) -> Any:
-    meta = {"min": min, "max": max, "pattern": pattern}
+       pattern: str | None = None, hint: str | None = None, secret: bool = False, factory: Any = None) -> Any:
+    meta = {"min": min, "max": max, "pattern": pattern, "hint": hint}
     if factory is not None:
         return field(default_factory=factory, metadata=meta, repr=not secret)
     return field(default=default, metadata=meta, repr=not secret)
@@ -41,7 +41,7 @@ class CameraConfig:
     #: V4L2 index (0) or device (/dev/video0), rtsp:// or http(s):// URL, or a video file.
     source: int | str = _f()
     #: Name of the camera in events.
-    name: str = _f("camera", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = _f("camera", pattern=r"^[A-Za-z0-9_.-]{1,64}$", hint="1-64 letters, digits, '_', '.' or '-'")
     #: Video files: pace at the file's fps like a live camera (true) or every frame at full speed (false).
     realtime: bool = True
     #: Video files: start again at the end instead of stopping.
@@ -50,8 +50,10 @@ class CameraConfig:
     max_width: int | None = _f(None, min=64, max=8192)
     #: Region of interest [left, top, right, bottom] in source pixels; null = whole frame.
     roi: list[int] | None = None
-    #: Longest pause between reconnect attempts (exponential backoff from 0.5 s).
-    reconnect_max_s: float = _f(10.0, min=0.5, max=600)
+    #: First pause before reconnecting a lost source; doubles on every failed attempt...
+    reconnect_min_s: float = _f(0.5, min=0.05, max=600)
+    #: ...up to this longest pause (seconds).
+    reconnect_max_s: float = _f(10.0, min=0.05, max=600)
     #: Consider the source lost after this long without a frame.
     read_timeout_s: float = _f(5.0, min=0.5, max=600)
 
@@ -107,8 +109,11 @@ class TrackingConfig:
     correlation: bool = True
     #: Re-recognise a settled track every this many seconds (0 = never).
     recognize_every_s: float = _f(10.0, min=0.0, max=3600)
-    #: A person "left" once their track is gone for this long (seconds).
+    #: A person "left" once their track is gone for this long (seconds); if the same person is
+    #: recognised again within this window the new track continues the old one (no new event).
     left_after_s: float = _f(2.0, min=0.0, max=3600)
+    #: Correlation tracker: a peak-to-sidelobe ratio below this marks the track lost (detect next frame).
+    lost_psr: float = _f(5.0, min=0.0, max=100)
 
 
 @dataclass(frozen=True)
@@ -152,16 +157,19 @@ class MQTTConfig:
     password_file: str | None = None
     tls: TLSConfig = _f(factory=TLSConfig)
     keepalive_s: int = _f(30, min=5, max=3600)
-    topic_prefix: str = _f("edged", pattern=r"^[^#+\s]+$")
+    topic_prefix: str = _f("edged", pattern=r"^[^#+\s]+$", hint="an MQTT topic without spaces, '#' or '+'")
     qos: int = _f(1, min=0, max=2)
     #: Events kept in memory while the broker is unreachable (oldest dropped beyond).
     queue_max: int = _f(1000, min=1, max=1_000_000)
+    #: Longest pause between reconnect attempts to the broker (seconds, backoff from 1 s).
+    reconnect_max_s: float = _f(30.0, min=1.0, max=3600)
 
 
 @dataclass(frozen=True)
 class HomeAssistantConfig:
     enabled: bool = True
-    discovery_prefix: str = _f("homeassistant", pattern=r"^[^#+\s]+$")
+    discovery_prefix: str = _f("homeassistant", pattern=r"^[^#+\s]+$",
+                               hint="an MQTT topic without spaces, '#' or '+'")
 
 
 @dataclass(frozen=True)
@@ -186,11 +194,19 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: auto: journald when started by systemd, else stderr.
+    target: Literal["auto", "journald", "stderr"] = "auto"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    #: How often `edged run` updates systemd's STATUS= line and logs a summary (seconds).
+    status_every_s: float = _f(5.0, min=0.1, max=3600)
 
 
 @dataclass(frozen=True)
 class Config:
-    device_id: str = _f(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    device_id: str = _f(pattern=r"^[A-Za-z0-9_-]{1,64}$", hint="1-64 letters, digits, '_' or '-'")
     camera: CameraConfig = _f()
     gallery: GalleryConfig = _f(factory=GalleryConfig)
     mqtt: MQTTConfig = _f(factory=MQTTConfig)
@@ -205,6 +221,7 @@ class Config:
     snapshots: SnapshotConfig = _f(factory=SnapshotConfig)
     models: ModelsConfig = _f(factory=ModelsConfig)
     logging: LoggingConfig = _f(factory=LoggingConfig)
+    service: ServiceConfig = _f(factory=ServiceConfig)
 
 
 class ConfigErrors(ConfigError):
@@ -322,7 +339,7 @@ class _Validator:
         if hi is not None and value > hi:
             self.problem(path, f"must be <= {hi}, got {value}")
         if pattern and isinstance(value, str) and not re.match(pattern, value):
-            self.problem(path, f"{value!r} does not match {pattern}")
+            self.problem(path, f"{value!r} is not allowed: {meta.get('hint') or 'must match ' + pattern}")
         return value
 
     @staticmethod
@@ -386,8 +403,14 @@ def _show(raw: Any) -> str:
 
 def _semantic_checks(cfg: Config, v: _Validator) -> None:
     roi = cfg.camera.roi
-    if roi is not None and (len(roi) != 4 or roi[2] <= roi[0] or roi[3] <= roi[1]):
-        v.problem(("camera", "roi"), "must be [left, top, right, bottom] with right > left and bottom > top")
+    if roi is not None and (len(roi) != 4 or any(not isinstance(x, int) for x in roi) or min(roi) < 0
+                            or roi[2] <= roi[0] or roi[3] <= roi[1]):
+        v.problem(("camera", "roi"), "must be [left, top, right, bottom] in pixels (>= 0) with right > left "
+                                     "and bottom > top")
+    if isinstance(cfg.camera.source, int) and cfg.camera.source < 0:
+        v.problem(("camera", "source"), f"a camera index must be >= 0, got {cfg.camera.source}")
+    if cfg.camera.reconnect_min_s > cfg.camera.reconnect_max_s:
+        v.problem(("camera", "reconnect_min_s"), f"must be <= camera.reconnect_max_s ({cfg.camera.reconnect_max_s})")
     if cfg.vote.k > cfg.vote.m:
         v.problem(("vote", "k"), f"must be <= vote.m ({cfg.vote.m}), got {cfg.vote.k}")
     tls = cfg.mqtt.tls
@@ -416,8 +439,13 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     if cfg is not None:
         _semantic_checks(cfg, v)
     if v.problems or cfg is None:
-        raise ConfigErrors(v.problems or [f"{name}: invalid configuration"])
+        raise ConfigErrors(sorted(v.problems, key=_line_of) or [f"{name}: invalid configuration"])
     return cfg
+
+
+def _line_of(problem: str) -> int:
+    found = re.search(r": line (\d+):", problem)
+    return int(found.group(1)) if found else 0
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

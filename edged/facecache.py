@@ -4,6 +4,11 @@ For each image file (keyed by the SHA-1 of its bytes): the chosen face box, whet
 the detector or from the centred fallback, 68- and 5-point landmarks; and embeddings per
 (embedder version, variant) where variant is "plain" or "flip" (the horizontally mirrored crop).
 Evaluation and training share it, so each face is detected and embedded once.
+
+`analyse()` fills what is missing in two passes: images never seen are detected, landmarked and
+(for dlib) embedded in a process pool; images already analysed but lacking embeddings of an
+embedder are embedded from their cached box and landmarks without detecting again (dlib in the
+pool, torch models such as nn4 in this process in batches).
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +40,16 @@ CREATE TABLE IF NOT EXISTS embeddings (
 );
 """
 
+#: File name of the cache inside its directory.
+CACHE_FILE = "faces.sqlite"
 #: Fraction of the shorter image side covered by the centred fallback box (LFW faces are centred).
 FALLBACK_FRACTION = 0.44
+#: Embedders run in the process pool (single-threaded C++); others (torch) run batched in-process.
+POOL_EMBEDDERS = frozenset({"dlib"})
+#: Images per in-process embedding batch (also the unit of each database transaction there).
+BATCH = 64
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,14 @@ class FaceRecord:
     box: Box
     lm68: np.ndarray
     lm5: np.ndarray
+    width: int = 0
+    height: int = 0
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/edged, else ~/.cache/edged."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edged"
 
 
 def file_sha1(path: str | os.PathLike[str]) -> str:
@@ -67,29 +89,40 @@ def choose_central(boxes: Sequence[Box], width: int, height: int) -> Box | None:
 
 
 class FaceCache:
-    """SQLite-backed cache; safe for one writer process."""
+    """SQLite-backed cache; one writer process. Biometric data: file 0600, its directory 0700 when created here."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if self.path.stat().st_mode & 0o077:  # an older cache file made with the default umask
+            os.chmod(self.path, 0o600)
         self.db = sqlite3.connect(self.path, timeout=60)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 
+    @classmethod
+    def in_dir(cls, directory: str | os.PathLike[str] | None = None) -> FaceCache:
+        """The cache file in `directory` (default `default_cache_dir()`)."""
+        return cls(Path(directory or default_cache_dir()).expanduser() / CACHE_FILE)
+
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> FaceCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def get_face(self, sha1: str) -> FaceRecord | None:
-        row = self.db.execute(
-            "SELECT sha1, path, detected, box, lm68, lm5 FROM faces WHERE sha1=?", (sha1,)).fetchone()
-        return _record(row) if row else None
+        return self.faces([sha1]).get(sha1)
 
     def faces(self, sha1s: Iterable[str]) -> dict[str, FaceRecord]:
-        wanted = list(sha1s)
         out: dict[str, FaceRecord] = {}
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            q = f"SELECT sha1, path, detected, box, lm68, lm5 FROM faces WHERE sha1 IN ({','.join('?' * len(chunk))})"
+        for chunk in _chunks(list(sha1s), 500):
+            q = (f"SELECT sha1, path, detected, box, lm68, lm5, width, height FROM faces "
+                 f"WHERE sha1 IN ({','.join('?' * len(chunk))})")
             for row in self.db.execute(q, chunk):
                 out[row[0]] = _record(row)
         return out
@@ -98,14 +131,12 @@ class FaceCache:
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO faces VALUES (?,?,?,?,?,?,?,?)",
-                [(r.sha1, r.path, 0, 0, int(r.detected), ",".join(map(str, r.box.as_list())),
+                [(r.sha1, r.path, r.width, r.height, int(r.detected), ",".join(map(str, r.box.as_list())),
                   r.lm68.astype(np.float32).tobytes(), r.lm5.astype(np.float32).tobytes()) for r in records])
 
     def embeddings(self, sha1s: Iterable[str], version: str, variant: str = "plain") -> dict[str, np.ndarray]:
-        wanted = list(sha1s)
         out: dict[str, np.ndarray] = {}
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
+        for chunk in _chunks(list(sha1s), 500):
             q = (f"SELECT sha1, vec FROM embeddings WHERE version=? AND variant=? "
                  f"AND sha1 IN ({','.join('?' * len(chunk))})")
             for sha, blob in self.db.execute(q, [version, variant, *chunk]):
@@ -119,113 +150,230 @@ class FaceCache:
                 [(sha, version, variant, np.asarray(v, np.float32).tobytes()) for sha, v in items])
 
 
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
 def _record(row: tuple) -> FaceRecord:
-    sha, path, detected, box, lm68, lm5 = row
+    sha, path, detected, box, lm68, lm5, *size = row
     left, top, right, bottom = (int(x) for x in box.split(","))
+    width, height = (int(v or 0) for v in size) if size else (0, 0)
     return FaceRecord(sha, path, bool(detected), Box(left, top, right, bottom),
                       np.frombuffer(lm68, np.float32).reshape(-1, 2).copy(),
-                      np.frombuffer(lm5, np.float32).reshape(-1, 2).copy())
+                      np.frombuffer(lm5, np.float32).reshape(-1, 2).copy(), width, height)
+
+
+# ---- the analysis itself (in pool workers, or in this process) ----
+
+Vectors = dict[tuple[str, str], np.ndarray]
+
+
+class Analyser:
+    """Detector, landmark predictors and embedders; each model loads on first use."""
+
+    def __init__(self, upsample: int = 1, embedders: Sequence[Any] = ()) -> None:
+        from edged.align import LandmarkPredictor
+        from edged.detect import FaceDetector
+
+        self.detector = FaceDetector("hog", upsample=upsample)
+        self.lm68 = LandmarkPredictor(68)
+        self.lm5 = LandmarkPredictor(5)
+        self.embedders = list(embedders)
+
+    def analyse(self, path: str, flip: bool) -> tuple[str, FaceRecord | None, Vectors, str]:
+        """Detect, landmark and embed one file. Returns (sha1, record, vectors, error)."""
+        from edged.errors import EdgedError
+        from edged.imageio import decode_image
+
+        data = Path(path).read_bytes()
+        sha = hashlib.sha1(data).hexdigest()
+        try:
+            image = decode_image(data, path)
+        except EdgedError as exc:
+            return sha, None, {}, str(exc)
+        h, w = image.shape[:2]
+        box = choose_central(self.detector.detect(image), w, h)
+        detected = box is not None
+        if box is None:
+            box = centred_box(w, h)
+        record = FaceRecord(sha, path, detected, box, self.lm68.predict(image, box), self.lm5.predict(image, box), w, h)
+        vectors: Vectors = {}
+        for emb in self.embedders:
+            vectors.update(embed_record(emb, [(image, record)], flip)[0])
+        return sha, record, vectors, ""
+
+    def embed(self, record: FaceRecord, path: str, flip: bool) -> tuple[str, Vectors, str]:
+        """Embed one already-analysed file with every embedder, from its cached box and landmarks."""
+        from edged.errors import EdgedError
+        from edged.imageio import load_image
+
+        try:
+            image = load_image(path)
+        except EdgedError as exc:
+            return record.sha1, {}, str(exc)
+        vectors: Vectors = {}
+        for emb in self.embedders:
+            vectors.update(embed_record(emb, [(image, record)], flip)[0])
+        return record.sha1, vectors, ""
+
+
+def embed_record(embedder: Any, items: Sequence[tuple[np.ndarray, FaceRecord]], flip: bool) -> list[Vectors]:
+    """Embeddings of the faces in `items` ((image, record) pairs) in one batch: plain, and flipped if asked."""
+    from edged.align import FaceAligner
+
+    aligner = FaceAligner(embedder.alignment)
+    crops = []
+    for image, record in items:
+        marks = record.lm68 if embedder.alignment.landmark_points == 68 else record.lm5
+        crop = aligner.crop(image, record.box, marks)
+        crops.append(crop)
+        if flip:
+            crops.append(np.ascontiguousarray(crop[:, ::-1]))
+    vecs = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
+    step = 2 if flip else 1
+    out = []
+    for k in range(len(items)):
+        got = {(embedder.version, "plain"): vecs[k * step]}
+        if flip:
+            got[(embedder.version, "flip")] = vecs[k * step + 1]
+        out.append(got)
+    return out
 
 
 # ---- worker side (one process per core; models load once per process) ----
 
-_worker: dict[str, object] = {}
+_worker: dict[str, Any] = {}
 
 
 def _init_worker(upsample: int, embedder_names: tuple[str, ...]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from edged.align import LandmarkPredictor
-    from edged.detect import FaceDetector
     from edged.embed import get_embedder
 
-    _worker["detector"] = FaceDetector("hog", upsample=upsample)
-    _worker["lm68"] = LandmarkPredictor(68)
-    _worker["lm5"] = LandmarkPredictor(5)
-    _worker["embedders"] = [get_embedder(n) for n in embedder_names]
+    _worker["analyser"] = Analyser(upsample, [get_embedder(n) for n in embedder_names])
 
 
-def analyse_file(path: str, flip: bool) -> tuple[str, FaceRecord | None, dict[tuple[str, str], np.ndarray], str]:
+def analyse_file(path: str, flip: bool) -> tuple[str, FaceRecord | None, Vectors, str]:
     """Detect, landmark and embed one file inside a worker. Returns (sha1, record, vectors, error)."""
-    from edged.align import FaceAligner
-    from edged.errors import EdgedError
-    from edged.imageio import decode_image
+    return _worker["analyser"].analyse(path, flip)
 
-    data = Path(path).read_bytes()
-    sha = hashlib.sha1(data).hexdigest()
-    try:
-        image = decode_image(data, path)
-    except EdgedError as exc:
-        return sha, None, {}, str(exc)
-    h, w = image.shape[:2]
-    box = choose_central(_worker["detector"].detect(image), w, h)  # type: ignore[union-attr]
-    detected = box is not None
-    if box is None:
-        box = centred_box(w, h)
-    lm68 = _worker["lm68"].predict(image, box)  # type: ignore[union-attr]
-    lm5 = _worker["lm5"].predict(image, box)  # type: ignore[union-attr]
-    record = FaceRecord(sha, path, detected, box, lm68, lm5)
-    vectors: dict[tuple[str, str], np.ndarray] = {}
-    for emb in _worker["embedders"]:  # type: ignore[union-attr]
-        aligner = FaceAligner(emb.alignment)
-        marks = lm68 if emb.alignment.landmark_points == 68 else lm5
-        crop = aligner.crop(image, box, marks)
-        crops = [crop, np.ascontiguousarray(crop[:, ::-1])] if flip else [crop]
-        vecs = emb.embed(crops)
-        vectors[(emb.version, "plain")] = vecs[0]
-        if flip:
-            vectors[(emb.version, "flip")] = vecs[1]
-    return sha, record, vectors, ""
+
+def embed_file(record: FaceRecord, path: str, flip: bool) -> tuple[str, Vectors, str]:
+    """Embed one analysed file inside a worker from its cached landmarks. Returns (sha1, vectors, error)."""
+    return _worker["analyser"].embed(record, path, flip)
+
+
+class _Writer:
+    """Buffers results and writes them in transactions of ~256 images; counts progress."""
+
+    def __init__(self, cache: FaceCache, total: int, progress: ProgressFn | None) -> None:
+        self.cache, self.total, self.progress = cache, total, progress
+        self.done = 0
+        self.faces: list[FaceRecord] = []
+        self.vectors: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
+        self.pending = 0
+        if progress:
+            progress(0, total)
+
+    def add(self, sha: str, record: FaceRecord | None, vectors: Vectors, error: str) -> None:
+        self.done += 1
+        if error:
+            log.warning("skipping %s", error)
+        else:
+            if record is not None:
+                self.faces.append(record)
+            for key, vec in vectors.items():
+                self.vectors.setdefault(key, []).append((sha, vec))
+            self.pending += 1
+        if self.pending >= 256:
+            self.flush()
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def flush(self) -> None:
+        if self.faces:
+            self.cache.put_faces(self.faces)
+        for (version, variant), items in self.vectors.items():
+            self.cache.put_embeddings(version, variant, items)
+        self.faces.clear()
+        self.vectors.clear()
+        self.pending = 0
 
 
 def analyse(cache: FaceCache, paths: Sequence[str], embedder_names: Sequence[str] = ("dlib",),
             flip: bool = False, upsample: int = 1, workers: int | None = None,
-            progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
-    """Fill the cache for `paths` (only what is missing). Returns {path: sha1}; unreadable files are skipped."""
+            progress: ProgressFn | None = None, embedders: Sequence[Any] = ()) -> dict[str, str]:
+    """Fill the cache for `paths` (only what is missing). Returns {path: sha1}; unreadable files are skipped.
+
+    `embedder_names` are built with `get_embedder(name)`; `embedders` are ready instances (e.g. nn4
+    with its options). `workers` defaults to the CPU count (at most 8); 1 runs everything here.
+    """
     from edged.embed import get_embedder
 
-    versions = [get_embedder(n).version for n in embedder_names] if embedder_names else []
-    sha_of: dict[str, str] = {p: file_sha1(p) for p in paths}
-    have_faces = cache.faces(sha_of.values())
-    need: set[str] = {s for s in sha_of.values() if s not in have_faces}
-    variants = ["plain", "flip"] if flip else ["plain"]
-    for version in versions:
-        for variant in variants:
-            got = cache.embeddings(sha_of.values(), version, variant)
-            need.update(s for s in sha_of.values() if s not in got)
-    todo = [p for p, s in sha_of.items() if s in need]
-    todo = list({sha_of[p]: p for p in todo}.values())  # one path per distinct content
-    total = len(todo)
-    if progress:
-        progress(0, total)
-    if not todo:
-        return sha_of
+    all_embedders = [get_embedder(n) for n in embedder_names] + list(embedders)
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
-    faces_buf: list[FaceRecord] = []
-    vec_buf: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
-    done = 0
-
-    def flush() -> None:
-        cache.put_faces(faces_buf)
-        faces_buf.clear()
-        for (version, variant), items in vec_buf.items():
-            cache.put_embeddings(version, variant, items)
-        vec_buf.clear()
-
-    with ProcessPoolExecutor(workers, initargs=(upsample, tuple(embedder_names)),
-                             initializer=_init_worker) as pool:
-        for sha, record, vectors, error in pool.map(analyse_file, todo, [flip] * total, chunksize=16):
-            done += 1
-            if record is None:
-                log.warning("skipping %s", error)
-            else:
-                faces_buf.append(record)
-                for key, vec in vectors.items():
-                    vec_buf.setdefault(key, []).append((sha, vec))
-            if len(faces_buf) >= 256:
-                flush()
-            if progress:
-                progress(done, total)
-    flush()
+    variants = ["plain", "flip"] if flip else ["plain"]
+    sha_of: dict[str, str] = {p: file_sha1(p) for p in paths}
+    path_of = {sha: p for p, sha in sha_of.items()}  # one path per distinct content
+    have = cache.faces(path_of)
+    new = [p for sha, p in path_of.items() if sha not in have]
+    # Embedders run alongside detection for new images when they can run in the pool.
+    pooled = [e for e in all_embedders if workers > 1 and e.name in POOL_EMBEDDERS]
+    local = [e for e in all_embedders if e not in pooled]
+    missing: dict[Any, list[str]] = {}
+    for emb in all_embedders:
+        need: set[str] = set()
+        for variant in variants:
+            got = cache.embeddings(have, emb.version, variant)
+            need.update(sha for sha in have if sha not in got)
+        missing[emb] = sorted(need)
+    pooled_todo = sorted({sha for e in pooled for sha in missing[e]})
+    local_todo = {e: list(missing[e]) for e in local}
+    total = len(new) + len(pooled_todo) + sum(len(v) for v in local_todo.values())
+    writer = _Writer(cache, total, progress)
+    if new or pooled_todo:
+        names = tuple(e.name for e in pooled)
+        if workers > 1:
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(upsample, names)) as pool:
+                for result in pool.map(analyse_file, new, [flip] * len(new), chunksize=16):
+                    writer.add(*result)
+                records = [have[sha] for sha in pooled_todo]
+                for sha, vectors, error in pool.map(embed_file, records, [path_of[s] for s in pooled_todo],
+                                                    [flip] * len(records), chunksize=16):
+                    writer.add(sha, None, vectors, error)
+        else:
+            analyser = Analyser(upsample)
+            for path in new:
+                writer.add(*analyser.analyse(path, flip))
+    writer.flush()
+    if new and local:
+        # Newly analysed images now need every in-process embedder.
+        fresh = cache.faces(sha_of[p] for p in new)
+        for emb in local:
+            local_todo[emb].extend(fresh)
+        writer.total = writer.done + sum(len(v) for v in local_todo.values())
+    for emb, shas in local_todo.items():
+        _embed_in_process(cache, emb, shas, path_of, flip, writer)
+    writer.flush()
     return sha_of
+
+
+def _embed_in_process(cache: FaceCache, embedder: Any, shas: Sequence[str], path_of: dict[str, str],
+                      flip: bool, writer: _Writer) -> None:
+    """Embed analysed images with one embedder here, BATCH images at a time, from cached landmarks."""
+    from edged.errors import EdgedError
+    from edged.imageio import load_image
+
+    for chunk in _chunks(list(shas), BATCH):
+        records = cache.faces(chunk)
+        items: list[tuple[np.ndarray, FaceRecord]] = []
+        for sha in chunk:
+            try:
+                items.append((load_image(path_of[sha]), records[sha]))
+            except EdgedError as exc:
+                writer.add(sha, None, {}, str(exc))
+        for (_, record), vectors in zip(items, embed_record(embedder, items, flip), strict=True):
+            writer.add(record.sha1, None, vectors, "")
+        writer.flush()

@@ -1,15 +1,111 @@
-"""OpenFace nn4.small2 embedder (network and weight loaders: see issue 3)."""
+"""OpenFace nn4.small2 embedder: aligned 96x96 RGB faces -> 128-d unit vectors (PyTorch).
+
+The weights are found through the model registry (`edged.models`): a registry name, a file
+path, or (None) the best installed nn4 model. Construction only locates the file and picks the
+device; the weights load on first use, once, with checksum and layer-by-layer checks.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+from pathlib import Path
 
-from edged.embed.base import Embedder
-from edged.errors import ModelNotInstalledError
+import numpy as np
+import torch
+
+from edged import models
+from edged.align import OPENFACE_96
+from edged.embed.base import Embedder, as_batch
+from edged.embed.nn4_net import NN4Small2
+from edged.errors import ConfigError
+from edged.nn4_weights import load_nn4
+from edged.preprocess import to_network_input
+
+log = logging.getLogger(__name__)
+
+#: Faces per forward pass.
+BATCH_SIZE = 64
+
+__all__ = ["NN4Embedder", "create_nn4_embedder", "load_nn4", "pick_device"]
 
 
-def create_nn4_embedder(**options: Any) -> Embedder:
-    raise ModelNotInstalledError(
-        "no nn4 weights installed: run 'edged models fetch nn4.small2.v1' (needs internet) "
-        "or 'edged models import FILE' with nn4.small2.v1.t7/.pt"
-    )
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' = CUDA when available, else CPU; 'cuda' without a usable GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("embedder.device: 'cuda' requested but no CUDA device is available "
+                              f"(torch {torch.__version__}); use 'auto' or 'cpu'")
+        return torch.device("cuda")
+    raise ConfigError(f"embedder.device: must be auto, cpu or cuda, got {device!r}")
+
+
+class NN4Embedder(Embedder):
+    """nn4.small2 with weights from one installed model file."""
+
+    name = "nn4"
+    alignment = OPENFACE_96
+
+    def __init__(self, model: models.InstalledModel, registry: models.Registry, device: str = "auto",
+                 threads: int = 0, batch_size: int = BATCH_SIZE) -> None:
+        self.model_file = model
+        self._registry = registry
+        self.device = pick_device(device)
+        self.threads = threads
+        self.batch_size = batch_size
+        self._module: NN4Small2 | None = None
+        self._identity: models.ModelIdentity | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[NN4Small2, models.ModelIdentity]:
+        with self._lock:
+            if self._module is None or self._identity is None:
+                if self.threads > 0:
+                    torch.set_num_threads(self.threads)
+                weights, identity = models.load_model(self.model_file, self._registry)
+                module = NN4Small2()
+                module.load_state_dict(weights.state_dict, strict=False)
+                self._module = module.to(self.device).eval()
+                self._identity = identity
+                log.info("nn4 weights %s loaded from %s on %s", identity.version, self.model_file.path, self.device)
+            return self._module, self._identity
+
+    @property
+    def version(self) -> str:  # type: ignore[override]
+        return self._load()[1].version
+
+    @property
+    def threshold(self) -> float:  # type: ignore[override]
+        return self._load()[1].threshold
+
+    @property
+    def weights_path(self) -> Path:
+        return self.model_file.path
+
+    def module(self) -> NN4Small2:
+        """The loaded network (eval mode, on `self.device`)."""
+        return self._load()[0]
+
+    def embed(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        batch = as_batch(faces, self.alignment.size)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        module = self.module()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.batch_size):
+                x = torch.from_numpy(to_network_input(batch[start:start + self.batch_size])).to(self.device)
+                out.append(module(x).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def create_nn4_embedder(weights: str | None = None, device: str = "auto", threads: int = 0,
+                        models_dir: str | None = None) -> NN4Embedder:
+    """The nn4 embedder for `weights` (registry name, file path, or None = best installed)."""
+    registry = models.load_registry()
+    directory = models.models_dir(models_dir)
+    return NN4Embedder(models.resolve(weights, directory, registry), registry, device=device, threads=threads)

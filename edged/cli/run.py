@@ -1,0 +1,102 @@
+"""`edged run` (the daemon) and `edged check-config FILE...`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edged.cli.common import Context
+from edged.config import ConfigErrors, load_config, mqtt_password
+from edged.errors import ConfigError, EdgedError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the recognition daemon (camera -> recognition -> MQTT)",
+                       description="Run the daemon with the config from --config or $EDGED_CONFIG. Stops on "
+                                   "SIGTERM/SIGINT or at the end of a video file; SIGHUP reloads the gallery.")
+    p.add_argument("--source", metavar="SRC", help="override camera.source (index, /dev/videoN, URL or video file)")
+    p.add_argument("--stats-json", metavar="FILE", help="write run statistics (fps, stage times, RSS...) at exit")
+    p.add_argument("--json", action="store_true", help="print the run statistics as JSON on stdout at exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate config files; print every problem with key and line")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check_config)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgedError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def cmd_run(ctx: Context) -> int:
+    from edged.daemon import Daemon
+    from edged.service import setup_logging
+
+    if not (ctx.args.config or os.environ.get("EDGED_CONFIG")):
+        raise ConfigError("edged run needs a config file: --config FILE or $EDGED_CONFIG "
+                          "(see config/edged.yaml for a commented example)")
+    cfg = ctx.config
+    if ctx.args.source is not None:
+        source: int | str = int(ctx.args.source) if ctx.args.source.isdigit() else ctx.args.source
+        cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, source=source))
+    level = {0: cfg.logging.level, 1: "INFO", 2: "DEBUG"}[min(ctx.args.verbose, 2)]
+    if ctx.args.verbose == 1 and cfg.logging.level == "DEBUG":
+        level = "DEBUG"
+    setup_logging(level, cfg.logging.target)
+    stats_path = Path(ctx.args.stats_json) if ctx.args.stats_json else None
+    if stats_path is not None and not stats_path.parent.is_dir():
+        raise EdgedError(f"--stats-json {stats_path}: directory {stats_path.parent} does not exist")
+    daemon = Daemon(cfg, gallery_path=ctx.gallery_path(), embedder=ctx.embedder())
+    stats = daemon.run()
+    payload = stats.to_dict()
+    if stats_path is not None:
+        _write_atomic(stats_path, json.dumps(payload, indent=2) + "\n")
+    if ctx.json:
+        ctx.emit_json(payload)
+    log.info("edged stopped (%s): %d frames in %.1f s, %.1f fps", stats.exit_reason, stats.frames_processed,
+             stats.wall_s, stats.fps)
+    return 0
+
+
+def cmd_check_config(ctx: Context) -> int:
+    results = []
+    for name in ctx.args.files:
+        try:
+            cfg = load_config(name)
+        except ConfigErrors as exc:
+            results.append({"file": name, "ok": False, "problems": exc.problems})
+            continue
+        notes = []
+        if cfg.mqtt.username and mqtt_password(cfg.mqtt) is None:
+            notes.append("mqtt.username is set but no password was found (mqtt.password, password_file, "
+                         "$EDGED_MQTT_PASSWORD or $CREDENTIALS_DIRECTORY/mqtt_password)")
+        results.append({"file": name, "ok": True, "problems": [], "notes": notes})
+    if ctx.json:
+        ctx.emit_json({"results": results})
+    else:
+        for r in results:
+            if r["ok"]:
+                ctx.print(f"{r['file']}: OK")
+                for note in r["notes"]:
+                    ctx.print(f"{r['file']}: note: {note}")
+            else:
+                for problem in r["problems"]:
+                    print(f"edged: error: {problem}", file=sys.stderr)
+    return 0 if all(r["ok"] for r in results) else ConfigError.exit_code

@@ -1,0 +1,215 @@
+"""`edged train`: build training data, distil nn4.small2 from dlib, fine-tune with triplets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from edged.cli.common import Context
+from edged.errors import EdgedError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train nn4.small2 weights (distillation from dlib, triplet fine-tuning)")
+    tsub = p.add_subparsers(dest="train_command", metavar="STEP")
+    tsub.required = True
+
+    q = tsub.add_parser("prepare", help="align training faces and cache dlib teacher embeddings")
+    q.add_argument("--lfw", required=True, metavar="DIR", help="LFW image directory (person/person_0001.jpg)")
+    q.add_argument("--pairs", required=True, metavar="FILE", help="LFW View 2 pairs.txt (folds 6-10 held out)")
+    q.add_argument("--extra", action="append", default=[], metavar="DIR", help="unlabeled face folder (repeatable)")
+    q.add_argument("--exclude-within", type=float, default=0.2,
+                   help="drop unlabeled faces this close (squared L2, dlib) to any evaluation person")
+    q.add_argument("--cache", metavar="DIR", help="face cache directory (default ~/.cache/edged)")
+    q.add_argument("--out", required=True, metavar="FILE.npz")
+    q.add_argument("--workers", type=int, default=None)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_prepare)
+
+    d = tsub.add_parser("distill", help="train nn4.small2 to reproduce dlib ResNet embeddings")
+    d.add_argument("--data", required=True, metavar="FILE.npz", help="output of 'edged train prepare'")
+    d.add_argument("--workdir", required=True, metavar="DIR", help="checkpoints and history (resumable)")
+    _common_training_args(d, epochs=16, lr=2e-3, batch=64)
+    d.add_argument("--relational", type=float, default=1.0, help="weight of the pairwise-distance term")
+    d.add_argument("--val-lfw", metavar="DIR", help="LFW image directory for per-epoch verification accuracy")
+    d.add_argument("--val-pairs", metavar="FILE", help="pairs.txt for --val-lfw")
+    d.add_argument("--val-folds", default="1-5", help="folds scored after each epoch (default 1-5: train people, "
+                   "so optimistic; the honest test is 'edged eval lfw --folds 6-10' on the result)")
+    d.add_argument("--cache", metavar="DIR", help="face cache directory (for --val-lfw)")
+    d.set_defaults(func=cmd_distill)
+
+    t = tsub.add_parser("triplet", help="fine-tune with triplet loss on labelled folders (folder/person/*.jpg)")
+    t.add_argument("--data", required=True, metavar="DIR", help="folder with one sub-folder of images per person")
+    t.add_argument("--workdir", required=True, metavar="DIR")
+    t.add_argument("--people", type=int, default=16, help="P people per batch")
+    t.add_argument("--per-person", type=int, default=4, help="K faces per person per batch")
+    t.add_argument("--margin", type=float, default=0.2)
+    t.add_argument("--cache", metavar="DIR")
+    _common_training_args(t, epochs=10, lr=2e-4, batch=None)
+    t.set_defaults(func=cmd_triplet)
+
+
+def _common_training_args(p: argparse.ArgumentParser, epochs: int, lr: float, batch: int | None) -> None:
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these nn4 weights (model name or file)")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=lr)
+    if batch:
+        p.add_argument("--batch-size", type=int, default=batch)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after the epoch in which this much training time has passed")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --workdir")
+    p.add_argument("--export", metavar="FILE.pt", help="write the final weights in edged's format with a model card")
+    p.add_argument("--name", default="nn4.small2.edged-custom", help="model name recorded in the export")
+    p.add_argument("--json", action="store_true")
+
+
+def _cache_path(arg: str | None) -> Path:
+    base = Path(arg) if arg else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edged"
+    return base / "faces.sqlite"
+
+
+def _init_model(ctx: Context, init: str | None):
+    from edged.embed.nn4_net import NN4Small2
+
+    if not init:
+        return NN4Small2()
+    from edged.embed.nn4 import load_nn4
+
+    return load_nn4(init, models_dir=str(ctx.models_dir()))
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def cmd_prepare(ctx: Context) -> int:
+    from edged.facecache import FaceCache
+    from edged.train.prepare import build_distill_set
+
+    a = ctx.args
+    cache = FaceCache(_cache_path(a.cache))
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = ctx.progress(total, stage)
+        bars[stage].update(done)  # type: ignore[attr-defined]
+
+    started = time.monotonic()
+    data, report = build_distill_set(cache, a.lfw, a.pairs, a.extra, a.exclude_within, a.workers, progress)
+    for bar in bars.values():
+        bar.close()  # type: ignore[attr-defined]
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    data.save(a.out)
+    summary = {**asdict(report), "out": a.out, "seconds": round(time.monotonic() - started, 1)}
+    if ctx.json:
+        ctx.emit_json(summary)
+    else:
+        ctx.print(f"training faces: {report.faces} ({report.lfw_train_images} LFW images of "
+                  f"{report.lfw_train_people} train people, {report.extra_images} unlabeled)")
+        ctx.print(f"held out: {report.lfw_eval_people} people of folds 6-10 ({report.lfw_eval_images} images); "
+                  f"unlabeled faces dropped as within {report.exclude_within} of them: "
+                  f"{report.extra_dropped_near_eval}; no face: {report.skipped_no_face}")
+        ctx.print(f"wrote {a.out}")
+    return 0
+
+
+def _step_bar(ctx: Context, label: str):
+    state: dict = {}
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if "bar" not in state:
+            state["bar"] = ctx.progress(total, label)
+            state["avg"] = loss
+        state["avg"] = 0.98 * state["avg"] + 0.02 * loss
+        state["bar"].update(step, f"loss {state['avg']:.4f}")
+
+    return on_step, state
+
+
+def _finish(ctx: Context, model, history: dict, args: argparse.Namespace, kind: str, extra: dict) -> int:
+    card = {"name": args.name, "kind": kind, "epochs_run": len(history["epochs"]),
+            "train_seconds": round(history["seconds"], 1), "history": history["epochs"], **extra}
+    if args.export:
+        from edged.train.export import export_model
+
+        export_model(model, args.export, card)
+    if ctx.json:
+        ctx.emit_json(card)
+    else:
+        for rec in history["epochs"]:
+            ctx.print(json.dumps(rec))
+        ctx.print(f"trained {card['epochs_run']} epochs in {card['train_seconds']:.0f} s"
+                  + (f"; exported {args.export}" if args.export else ""))
+    return 0
+
+
+def cmd_distill(ctx: Context) -> int:
+    from edged.train.data import AugmentConfig
+    from edged.train.distill import DistillSet, distill_batches, make_distill_loss
+    from edged.train.loop import LoopConfig, run_training
+
+    a = ctx.args
+    _set_threads(a.threads)
+    if not Path(a.data).is_file():
+        raise EdgedError(f"{a.data}: no such file (make it with 'edged train prepare')")
+    data = DistillSet.load(a.data)
+    model = _init_model(ctx, a.init)
+    cfg = LoopConfig(epochs=a.epochs, lr=a.lr, seed=a.seed, time_budget_s=a.time_budget)
+    aug = AugmentConfig()
+    on_epoch = None
+    if a.val_lfw and a.val_pairs:
+        from edged.facecache import FaceCache
+        from edged.train.validate import LfwProbe
+
+        probe = LfwProbe.build(FaceCache(_cache_path(a.cache)), a.val_lfw, a.val_pairs, a.val_folds)
+
+        def on_epoch(epoch: int, model) -> dict[str, float]:
+            result = probe.evaluate(model)
+            return {"val_accuracy": round(result.accuracy_mean, 4), "val_threshold": round(result.threshold, 3)}
+
+    on_step, state = _step_bar(ctx, "distill")
+    history = run_training(model, cfg, a.workdir, len(data) // a.batch_size,
+                           lambda epoch, rng: distill_batches(data, a.batch_size, aug, rng),
+                           make_distill_loss(a.relational), resume=not a.no_resume, on_step=on_step,
+                           on_epoch=on_epoch)
+    if "bar" in state:
+        state["bar"].close()
+    extra = {"data": {"faces": len(data), "file": a.data}, "loop": asdict(cfg), "augment": asdict(aug),
+             "relational": a.relational, "batch_size": a.batch_size}
+    return _finish(ctx, model, history, a, "distill", extra)
+
+
+def cmd_triplet(ctx: Context) -> int:
+    from edged.facecache import FaceCache
+    from edged.train.data import AugmentConfig
+    from edged.train.labelled import load_labelled
+    from edged.train.loop import LoopConfig, run_training
+    from edged.train.triplet import make_triplet_loss, pk_batches
+
+    a = ctx.args
+    _set_threads(a.threads)
+    data = load_labelled(FaceCache(_cache_path(a.cache)), a.data)
+    model = _init_model(ctx, a.init)
+    cfg = LoopConfig(epochs=a.epochs, lr=a.lr, seed=a.seed, time_budget_s=a.time_budget, warmup_steps=10)
+    aug = AugmentConfig()
+    people_with_two = sum(1 for lab in set(data.labels.tolist()) if (data.labels == lab).sum() >= 2)
+    steps = max(1, people_with_two // min(a.people, max(people_with_two, 1)))
+    on_step, state = _step_bar(ctx, "triplet")
+    history = run_training(model, cfg, a.workdir, steps,
+                           lambda epoch, rng: pk_batches(data, a.people, a.per_person, aug, rng),
+                           make_triplet_loss(a.margin), resume=not a.no_resume, on_step=on_step)
+    if "bar" in state:
+        state["bar"].close()
+    extra = {"data": {"faces": len(data), "people": len(data.names), "folder": a.data}, "loop": asdict(cfg),
+             "margin": a.margin}
+    return _finish(ctx, model, history, a, "triplet", extra)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install edged as a systemd service (run as root from a checkout):
+#   * a system user `edged` (member of `video`, for /dev/video*),
+#   * a virtualenv in $PREFIX (default /opt/edged/.venv) with edged installed from this checkout,
+#   * /etc/edged/edged.yaml (from config/edged.yaml, kept when present) and /etc/edged/mqtt_password
+#     (an empty file, mode 0600, kept when present; systemd hands it over with LoadCredential=),
+#   * /var/lib/edged (mode 0700, the gallery and models), and systemd/edged.service.
+# It does not enable or start the service.
+set -euo pipefail
+
+PREFIX=${PREFIX:-/opt/edged}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+UNIT=/etc/systemd/system/edged.service
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-service.sh: run as root (sudo $0)" >&2
+    exit 1
+fi
+for tool in python3 systemctl systemd-analyze; do
+    command -v "$tool" >/dev/null || { echo "install-service.sh: $tool not found" >&2; exit 1; }
+done
+
+if ! id edged >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/edged --no-create-home --shell /usr/sbin/nologin edged
+fi
+getent group video >/dev/null && usermod -a -G video edged
+
+install -d -m 0755 "$PREFIX"
+[ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv "$PREFIX/.venv"
+"$PREFIX/.venv/bin/pip" install --quiet --upgrade pip
+"$PREFIX/.venv/bin/pip" install --quiet "$SRC"
+
+install -d -m 0750 -o root -g edged /etc/edged
+[ -e /etc/edged/edged.yaml ] || install -m 0640 -o root -g edged "$SRC/config/edged.yaml" /etc/edged/edged.yaml
+[ -e /etc/edged/mqtt_password ] || install -m 0600 -o root -g root /dev/null /etc/edged/mqtt_password
+install -d -m 0700 -o edged -g edged /var/lib/edged
+
+install -m 0644 "$SRC/systemd/edged.service" "$UNIT"
+sed -i "s|/opt/edged/.venv/bin/edged|$PREFIX/.venv/bin/edged|" "$UNIT"
+systemd-analyze verify "$UNIT"
+systemctl daemon-reload
+
+cat <<EOF
+edged installed in $PREFIX. Next:
+  1. edit /etc/edged/edged.yaml (camera.source, mqtt.host/username) and check it:
+       $PREFIX/.venv/bin/edged check-config /etc/edged/edged.yaml
+  2. put the MQTT password (if any) into /etc/edged/mqtt_password
+  3. enroll people as the service user:
+       sudo -u edged $PREFIX/.venv/bin/edged --gallery /var/lib/edged/gallery.db enroll NAME PHOTO...
+  4. systemctl enable --now edged && journalctl -u edged -f
+EOF

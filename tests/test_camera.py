@@ -1,0 +1,234 @@
+"""Frame sources on real video files (pacing, backpressure, ROI, vanishing files, reconnect backoff);
+the V4L2 path with a fake capture device (the only mock: no camera hardware here)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edged.camera import Frame, Grabber, crop_and_resize, redact_url, source_kind
+from edged.config import CameraConfig
+
+CLIP_FRAMES = 275
+CLIP_FPS = 29.97
+
+
+@pytest.fixture(scope="module")
+def clip(fr_dir: Path) -> Path:
+    return fr_dir / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="module")
+def clip_frames(clip: Path) -> list[np.ndarray]:
+    """The first 12 frames decoded directly with OpenCV, as RGB (the reference)."""
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    for _ in range(12):
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(bgr[:, :, ::-1].copy())
+    cap.release()
+    return frames
+
+
+def drain(grabber: Grabber, until: float = 30.0) -> list[Frame]:
+    out = []
+    deadline = time.monotonic() + until
+    while not grabber.finished and time.monotonic() < deadline:
+        frame = grabber.get(0.2)
+        if frame is not None:
+            out.append(frame)
+    return out
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_source_kinds_and_redaction() -> None:
+    assert source_kind(0) == "v4l2" and source_kind("2") == "v4l2" and source_kind("/dev/video1") == "v4l2"
+    assert source_kind("rtsp://cam.local/stream") == "stream" and source_kind("https://x/y.mjpg") == "stream"
+    assert source_kind("/srv/door.mp4") == "file" and source_kind("clip.mp4") == "file"
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1") == "rtsp://***@10.0.0.5:554/s1"
+    assert "hunter2" not in redact_url("rtsp://admin:hunter2@cam/")
+
+
+def test_file_not_realtime_delivers_every_frame(clip: Path, clip_frames: list[np.ndarray]) -> None:
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(clip), realtime=False), stop)
+    grabber.start()
+    time.sleep(0.3)  # a slow consumer: the grabber must wait (backpressure), not drop
+    frames = drain(grabber)
+    assert grabber.join(2.0)
+    assert [f.index for f in frames] == list(range(CLIP_FRAMES))
+    assert np.allclose([f.t for f in frames], np.arange(CLIP_FRAMES) / CLIP_FPS, atol=1e-6)
+    assert np.array_equal(frames[0].image, clip_frames[0]) and np.array_equal(frames[11].image, clip_frames[11])
+    status = grabber.status()
+    assert status.state == "ended" and status.frames_read == CLIP_FRAMES and status.frames_dropped == 0
+    assert grabber.finished
+
+
+def test_file_realtime_paces_and_drops_for_a_slow_consumer(clip: Path) -> None:
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(clip), realtime=True), stop)
+    start = time.monotonic()
+    grabber.start()
+    got = []
+    while time.monotonic() - start < 1.5:
+        frame = grabber.get(0.5)
+        if frame is not None:
+            got.append((time.monotonic() - start, frame))
+        time.sleep(0.2)  # slower than 30 fps: only the newest frame is kept
+    stop.set()
+    stopped = time.monotonic()
+    assert grabber.join(1.0) and time.monotonic() - stopped < 1.0
+    status = grabber.status()
+    assert status.state == "stopped"
+    assert status.frames_dropped > 10
+    assert status.frames_dropped + len(got) + len(grabber.slot) == status.frames_read
+    indices = [f.index for _, f in got]
+    assert indices == sorted(indices) and all(b - a >= 3 for a, b in itertools.pairwise(indices)), indices
+    # paced at the file's rate: video time of the newest frame tracks elapsed wall time
+    elapsed, last = got[-1]
+    assert abs(last.t - elapsed) < 0.5, [(round(e, 3), f.index) for e, f in got]
+    assert status.frames_read < CLIP_FPS * 2.5
+
+
+def test_roi_and_resize(clip: Path, clip_frames: list[np.ndarray]) -> None:
+    stop = threading.Event()
+    cfg = CameraConfig(source=str(clip), realtime=False, roi=[100, 40, 500, 340], max_width=200)
+    grabber = Grabber(cfg, stop)
+    grabber.start()
+    frame = grabber.get(5.0)
+    stop.set()
+    grabber.join(2.0)
+    assert frame is not None and frame.image.shape == (150, 200, 3)
+    expected = cv2.resize(clip_frames[0][40:340, 100:500], (200, 150), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(frame.image, expected)
+    assert crop_and_resize(clip_frames[0], None, 1000).shape == (360, 640, 3)  # never upscales
+
+
+def test_roi_outside_frame_fails_with_clear_status(clip: Path) -> None:
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(clip), realtime=False, roi=[700, 0, 900, 100]), stop)
+    grabber.start()
+    assert grabber.join(5.0)
+    status = grabber.status()
+    assert status.state == "failed" and "outside the 640x360 frame" in status.detail and grabber.finished
+
+
+def test_missing_file_retries_with_backoff_until_it_appears(tmp_path: Path, clip: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edged.camera")
+    path = tmp_path / "later.mp4"
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(path), realtime=False), stop)
+    grabber.start()
+    assert wait_until(lambda: grabber.status().failures >= 3, 5.0)  # attempts after 0, 0.5 and 1.5 s
+    status = grabber.status()
+    assert status.state == "reconnecting" and "no such video file" in status.detail and status.retry_in_s == 2.0
+    delays = [r.args[1] for r in caplog.records if "retrying in" in r.getMessage()]
+    assert delays[:3] == [0.5, 1.0, 2.0]
+    assert grabber.get(0.01) is None and not grabber.finished
+    shutil.copy(clip, path)
+    frame = grabber.get(5.0)
+    assert frame is not None and frame.index == 0
+    status = grabber.status()
+    assert status.state == "streaming" and status.failures == 0 and status.reconnects >= 3
+    stop.set()
+    assert grabber.join(2.0)
+
+
+def test_looping_file_that_vanishes_is_reopened_when_back(tmp_path: Path, clip: Path) -> None:
+    path = tmp_path / "door.mp4"
+    shutil.copy(clip, path)
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(path), realtime=False, loop=True, reconnect_max_s=0.5), stop)
+    grabber.start()
+    first = grabber.get(5.0)
+    assert first is not None
+    path.unlink()  # the open file is read to its end; reopening for the next loop must fail
+    frames = [first]
+    assert wait_until(lambda: (frames.extend(f for f in [grabber.get(0.05)] if f) or
+                               grabber.status().state == "reconnecting") and len(grabber.slot) == 0, 20.0)
+    while (f := grabber.get(0.05)) is not None:
+        frames.append(f)
+    assert [f.index for f in frames] == list(range(CLIP_FRAMES))
+    assert "no such video file" in grabber.status().detail
+    shutil.copy(clip, path)
+    again = grabber.get(3.0)
+    stop.set()
+    grabber.join(2.0)
+    assert again is not None and again.index == CLIP_FRAMES  # counting continues across loops
+    assert again.t == pytest.approx(CLIP_FRAMES / CLIP_FPS, abs=1e-6)
+
+
+class FakeCamera:
+    """Stands in for cv2.VideoCapture on /dev/video0 (no camera hardware on test machines):
+    serves real frames, then fails like an unplugged USB camera."""
+
+    def __init__(self, frames: list[np.ndarray], fail_after: int) -> None:
+        self.frames = [f[:, :, ::-1].copy() for f in frames]  # cameras give BGR
+        self.fail_after = fail_after
+        self.reads = 0
+        self.props: dict[int, float] = {}
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self):
+        time.sleep(1 / 30)
+        if self.reads >= self.fail_after:
+            return False, None
+        frame = self.frames[self.reads % len(self.frames)]
+        self.reads += 1
+        return True, frame
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_v4l2_camera_reconnects_after_read_failure(clip_frames: list[np.ndarray]) -> None:
+    opened: list[tuple[object, int, FakeCamera]] = []
+
+    def factory(source, api):
+        cam = FakeCamera(clip_frames, fail_after=5 if not opened else 1000)
+        opened.append((source, api, cam))
+        return cam
+
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source="0", reconnect_min_s=0.1), stop, capture_factory=factory)
+    grabber.start()
+    got = []
+    assert wait_until(lambda: (got.extend(f for f in [grabber.get(0.05)] if f) or len(opened) >= 2)
+                      and len(got) >= 8, 10.0)
+    stop.set()
+    assert grabber.join(2.0)
+    assert [(s, a) for s, a, _ in opened[:2]] == [(0, cv2.CAP_V4L2), (0, cv2.CAP_V4L2)]
+    assert opened[0][2].props[cv2.CAP_PROP_BUFFERSIZE] == 1 and opened[0][2].released
+    assert [f.index for f in got] == sorted(f.index for f in got)
+    assert any(np.array_equal(f.image, clip_frames[0]) for f in got)  # converted back to RGB
+    assert got[-1].t > got[0].t and abs(got[-1].t - time.monotonic()) < 5  # live: monotonic clock
+    status = grabber.status()
+    assert status.reconnects == 1 and status.state == "stopped"
