@@ -2,7 +2,8 @@
 
 For each image file (keyed by the SHA-1 of its bytes): the chosen face box, whether it came from
 the detector or from the centred fallback, 68- and 5-point landmarks; and embeddings per
-(embedder version, variant) where variant is "plain" or "flip" (the horizontally mirrored crop).
+(embedder version, variant) where variant is "plain" or "flip" (the horizontally mirrored crop), and
+for dlib also "norm": the norm of its raw descriptor, so distances on dlib's own scale can be rebuilt.
 Evaluation and training share it, so each face is detected and embedded once.
 
 `analyse()` fills what is missing in two passes: images never seen are detected, landmarked and
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edged.preprocess import l2_normalize
 from edged.types import Box
 
 log = logging.getLogger(__name__)
@@ -230,11 +232,21 @@ def embed_record(embedder: Any, items: Sequence[tuple[np.ndarray, FaceRecord]], 
         crops.append(crop)
         if flip:
             crops.append(np.ascontiguousarray(crop[:, ::-1]))
-    vecs = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
+    raw = getattr(embedder, "embed_raw", None)
+    norms = None
+    if raw is not None and crops:
+        # keep dlib's raw norms too (variant "norm"): distances on dlib's own scale can be rebuilt exactly
+        vecs = raw(crops)
+        norms = np.linalg.norm(vecs, axis=1)
+        vecs = l2_normalize(vecs)
+    else:
+        vecs = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
     step = 2 if flip else 1
     out = []
     for k in range(len(items)):
         got = {(embedder.version, "plain"): vecs[k * step]}
+        if norms is not None:
+            got[(embedder.version, "norm")] = np.array([norms[k * step]], np.float32)
         if flip:
             got[(embedder.version, "flip")] = vecs[k * step + 1]
         out.append(got)

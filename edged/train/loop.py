@@ -38,11 +38,18 @@ class LoopConfig:
     time_budget_s: float | None = None
 
 
-def lr_at(step: int, total: int, cfg: LoopConfig) -> float:
-    """Linear warm-up then cosine decay to zero over `total` steps."""
+def lr_at(step: int, total: int, cfg: LoopConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up then cosine decay to zero over `total` steps.
+
+    With a time budget the decay follows whichever runs out first, steps or time, so a
+    budgeted run always finishes its schedule (at the cost of bit-exact reproducibility
+    across machines of different speed; runs without a budget are deterministic).
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    if cfg.time_budget_s:
+        progress = max(progress, elapsed_s / cfg.time_budget_s)
     return float(cfg.lr * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress))))
 
 
@@ -65,7 +72,11 @@ def run_training(model: NN4Small2, cfg: LoopConfig, workdir: str | Path, steps_p
                  epoch_batches: EpochBatches, loss_fn: LossFn, resume: bool = True,
                  on_step: Callable[[int, int, float], None] | None = None,
                  on_epoch: Callable[[int, NN4Small2], dict[str, float]] | None = None) -> dict:
-    """Train `model` in place; returns the history. Batches are produced on a helper thread."""
+    """Train `model` in place; returns the history. Batches are produced on a helper thread.
+
+    A checkpoint is written after every epoch; with a time budget, training stops (and
+    checkpoints) as soon as the budget is spent, possibly mid-epoch.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = workdir / "checkpoint.pt"
@@ -94,8 +105,11 @@ def run_training(model: NN4Small2, cfg: LoopConfig, workdir: str | Path, steps_p
         n = 0
         try:
             while (batch := q.get()) is not None:
+                elapsed = time.monotonic() - started
+                if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
+                    break
                 for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, cfg)
+                    group["lr"] = lr_at(step, total, cfg, elapsed)
                 loss, parts = loss_fn(model, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -2,8 +2,10 @@
 
 Faces, landmarks and dlib teacher embeddings come from the shared face cache
 (`edged.facecache`), which is filled for whatever is missing. Unlabeled images whose dlib
-embedding lies within `exclude_within` (squared L2, unit vectors) of any image of an
-evaluation person are dropped, so no evaluation identity leaks in through them.
+descriptor lies within `exclude_within` (squared L2 on dlib's own, un-normalised scale,
+where dlib's same-person rule is < 0.36) of any image of an evaluation person are
+dropped, so no evaluation identity leaks in through them. Raw distances are rebuilt
+exactly from the cached unit vectors and raw norms: |a-b|^2 = |a|^2 + |b|^2 - 2|a||b|cos.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edged.embed.dlib_resnet import DlibResNetEmbedder
+from edged.errors import EdgedError
 from edged.facecache import FaceCache, analyse
 from edged.imageio import IMAGE_EXTENSIONS, load_image
-from edged.preprocess import squared_l2
 from edged.train.data import CANVAS, align_canvas
 from edged.train.distill import DistillSet
 from edged.train.split import lfw_people, lfw_split
@@ -40,6 +42,33 @@ class PrepareReport:
     faces: int = 0
     exclude_within: float = 0.2
     notes: list[str] = field(default_factory=list)
+
+
+def _raw_parts(cache: FaceCache, shas: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit dlib vectors and raw norms for `shas` (rows in the same order); missing rows are an error."""
+    unit = cache.embeddings(shas, TEACHER, "plain")
+    norm = cache.embeddings(shas, TEACHER, "norm")
+    missing = sum(1 for s in shas if s not in unit or s not in norm)
+    if missing:
+        raise EdgedError(f"face cache {cache.path} lacks dlib embeddings or raw norms for {missing} images; "
+                         "delete it and run 'edged train prepare' again")
+    if not shas:
+        return np.zeros((0, 128), np.float32), np.zeros(0, np.float32)
+    return np.stack([unit[s] for s in shas]), np.array([norm[s][0] for s in shas], np.float32)
+
+
+def raw_min_distance(unit_a: np.ndarray, norm_a: np.ndarray, unit_b: np.ndarray, norm_b: np.ndarray,
+                     chunk: int = 2048) -> np.ndarray:
+    """For each row of a: the smallest squared L2 to any row of b on dlib's raw scale (inf if b is empty)."""
+    out = np.full(len(unit_a), np.inf, np.float32)
+    if len(unit_b) == 0:
+        return out
+    for i in range(0, len(unit_a), chunk):
+        cos = unit_a[i:i + chunk] @ unit_b.T
+        na = norm_a[i:i + chunk, None]
+        d = na * na + (norm_b * norm_b)[None, :] - 2.0 * na * norm_b[None, :] * cos
+        out[i:i + chunk] = np.maximum(d, 0.0).min(axis=1)
+    return out
 
 
 def image_files(folder: str | Path) -> list[str]:
@@ -65,18 +94,11 @@ def build_distill_set(cache: FaceCache, lfw_dir: str | Path, pairs: str | Path, 
     sha_train = analyse(cache, lfw_train, ["dlib"], flip=True, workers=workers, progress=stage("lfw train people"))
     sha_extra = analyse(cache, extra, ["dlib"], flip=True, workers=workers, progress=stage("unlabeled"))
 
-    eval_vecs = cache.embeddings(sha_eval.values(), TEACHER)
-    eval_matrix = np.stack(list(eval_vecs.values())) if eval_vecs else np.zeros((0, 128), np.float32)
-    extra_plain = cache.embeddings(sha_extra.values(), TEACHER)
-    keep_extra = []
-    for path in extra:
-        vec = extra_plain.get(sha_extra[path])
-        if vec is None:
-            continue
-        if len(eval_matrix) and float(squared_l2(vec[None], eval_matrix).min()) < exclude_within:
-            report.extra_dropped_near_eval += 1
-            continue
-        keep_extra.append(path)
+    eval_unit, eval_norm = _raw_parts(cache, list(sha_eval.values()))
+    extra_unit, extra_norm = _raw_parts(cache, [sha_extra[p] for p in extra])
+    near = raw_min_distance(extra_unit, extra_norm, eval_unit, eval_norm) < exclude_within
+    report.extra_dropped_near_eval = int(near.sum())
+    keep_extra = [p for p, drop in zip(extra, near, strict=True) if not drop]
 
     chosen = [(p, sha_train[p]) for p in lfw_train] + [(p, sha_extra[p]) for p in keep_extra]
     shas = [s for _, s in chosen]

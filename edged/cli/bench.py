@@ -1,0 +1,147 @@
+"""`edged bench`: per-stage timings, the daemon end to end, and peers side by side (see `edged.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from edged.cli.common import Context
+
+#: Parts of the run, in order, for the progress bar.
+STEPS = ("machine", "decode", "detect", "align", "nn4 runtimes", "dlib embed", "match", "end to end",
+         "face_recognition-style peer")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure every stage, the daemon end to end, and peers side by side",
+                       description="Time decode, detect, align, embed and match on real inputs, run the daemon "
+                                   "on short_hamilton_clip.mp4, and compare edged with ONNX Runtime, OpenCV DNN "
+                                   "and the face_recognition-style pipeline in the same run (medians of "
+                                   "interleaved repetitions). Reports; never fails on timing.")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every measurement")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repetitions, galleries up to 100k, 30 frames for the peer pipeline (< 1 min)")
+    p.add_argument("--shared", metavar="DIR",
+                   help="the shared data folder (default $EDGED_SHARED, else ../shared beside the checkout)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(ctx: Context) -> int:
+    from edged.bench import FULL, QUICK, default_shared_dir, run_bench
+
+    args = ctx.args
+    shared = Path(args.shared).expanduser() if args.shared else default_shared_dir()
+    config_path = args.config or os.environ.get("EDGED_CONFIG")
+    if config_path:
+        ctx.config  # noqa: B018 -- validate the config file before minutes of measuring
+    with ctx.progress(len(STEPS), "bench") as bar:
+        def step(name: str) -> None:
+            bar.update(STEPS.index(name) if name in STEPS else None, extra=name)
+
+        report = run_bench(shared, QUICK if args.quick else FULL, config_path, step)
+        bar.update(len(STEPS), extra="done")
+    if ctx.json:
+        ctx.emit_json(report)
+    else:
+        for line in format_report(report):
+            ctx.print(line)
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def _table(rows: list[list[str]], header: list[str], left: tuple[int, ...] = (0,)) -> list[str]:
+    """Aligned columns: those in `left` left-aligned, numbers right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    head = fmt(header)
+    return [head, "-" * len(head), *(fmt(r) for r in rows)]
+
+
+def format_report(r: dict[str, Any]) -> list[str]:
+    """The report as readable tables."""
+    m, st, e2e, peers = r["machine"], r["stages"], r["end_to_end"], r["peers"]
+    v = m["versions"]
+    lines = [f"edged bench{' --quick' if r['quick'] else ''}: {r['duration_s']:.0f} s",
+             f"machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores, torch threads {m['torch_threads']}, "
+             f"CUDA {'yes (' + str(m['gpu']) + ')' if m['cuda'] else 'no'}; load average "
+             f"{m['load_average_start']} -> {m['load_average_end']}",
+             f"versions: torch {v['torch']}, onnxruntime {v['onnxruntime']}, opencv {v['opencv']}, dlib {v['dlib']}, "
+             f"faiss {v['faiss'] or '-'}", ""]
+
+    rows = [[f"decode {k} ({d['file']})", _ms(d["median_ms"]), ""] for k, d in st["decode"].items()]
+    rows += [[f"detect HOG {k.replace('_', ' ')}", _ms(d["median_ms"]), f"{d['faces']} face(s)"]
+             for k, d in st["detect"].items()]
+    a = st["align"]
+    rows += [["landmarks 68 + OpenFace 96 crop (nn4)", _ms(a["nn4_per_face_ms"]), "per face"],
+             ["landmarks 5 + dlib chip 150 (dlib)", _ms(a["dlib_per_face_ms"]), "per face"]]
+    nn4 = st["embed"]["nn4"]
+    for n in (1, 16, 64):
+        b = nn4[f"batch_{n}"]
+        rows.append([f"embed nn4 batch {n}", _ms(b["ms"]), f"{_ms(b['ms_per_face'])} ms per face"])
+    d = st["embed"]["dlib"]
+    rows.append([f"embed dlib ResNet (batch {d['batch']})", _ms(d["median_ms"]), "per face"])
+    for size, x in st["match"]["exact"].items():
+        rows.append([f"match exact, {int(size):,} samples", _ms(x["median_ms"]),
+                     f"per query, recall@1 {x['recall_at_1']:.3f}"])
+    ann = st["match"]["ann"]
+    for size, x in ann["sizes"].items():
+        for nprobe, p in x["nprobe"].items():
+            rows.append([f"match ANN, {int(size):,} samples, nprobe {nprobe}", _ms(p["median_ms"]),
+                         f"per query, recall@1 {p['recall_at_1']:.3f}, build {x['build_s']:.1f} s"])
+    lines += ["Stages (median ms)", *_table(rows, ["stage", "ms", "note"], left=(0, 2))]
+    lines.append(f"  nn4 weights: {nn4['weights']} ({nn4['weights_source']}), backend {nn4['backend']}; "
+                 f"ANN: {ann['backend'] or ann['note']}")
+    lines.append(f"  match queries lie {st['match']['query_distance']} (squared L2) from a gallery sample")
+
+    lat = e2e["latency"]
+    lines += ["", f"End to end: daemon on {e2e['clip']} ({e2e['frames']} frames, {e2e['video_s']:.1f} s of video), "
+                  f"embedder {e2e['embedder']}, realtime: false",
+              f"  {e2e['fps']:.1f} frames/s = {e2e['realtime_factor'] or 0:.2f}x real time, "
+              f"{e2e['faces_per_s']:.1f} faces/s, peak RSS {e2e['peak_rss_mb']:.0f} MB, CPU {e2e['cpu_s']:.1f} s "
+              f"({e2e['cpu_cores_busy']:.2f} cores busy over {e2e['wall_s']:.1f} s wall)"]
+    if lat["recognized"]:
+        wall = f"{lat['wall_s']:.3f} s" if lat["wall_s"] is not None else "-"
+        lines.append(f"  {lat['person']}: first detected frame {lat['first_detected_frame']}, recognized frame "
+                     f"{lat['recognized_frame']}: latency {lat['video_s']:.3f} s video, {wall} wall")
+    else:
+        lines.append(f"  {lat['person']} was not recognized")
+    budget = e2e["stage_ms_per_frame"]
+    lines.append("  per-frame budget (ms): " + ", ".join(f"{k} {val:.2f}" for k, val in budget.items())
+                 + f" (real time allows {e2e['frame_budget_ms_realtime']:.1f})")
+
+    rt = peers["nn4_runtimes"]
+    rows = []
+    for n in (1, 16, 64):
+        b = rt[f"batch_{n}"]
+        per = n > 1
+        key = "_ms_per_face" if per else "_ms"
+        rows.append([f"batch {n}{' (per face)' if per else ''}", _ms(b["edged" + key]), _ms(b["onnxruntime" + key]),
+                     _ms(b["opencv_dnn" + key]), f"{b['ratio_edged_onnxruntime']:.2f}",
+                     f"{b['ratio_edged_opencv_dnn']:.2f}"])
+    lines += ["", "Peers: nn4 runtimes (median ms; ratio = edged time / peer time, < 1 = edged faster)",
+              *_table(rows, ["batch", "edged", "ONNX Runtime", "OpenCV DNN", "edged/ORT", "edged/OpenCV"]),
+              f"  edged backend {rt['edged_backend']}; ORT threads {rt['onnxruntime_threads']}; "
+              f"export: {rt['export']}; "
+              f"max |diff| vs edged: ORT {rt['max_abs_diff_vs_edged']['onnxruntime']:.1e}, "
+              f"OpenCV {rt['max_abs_diff_vs_edged']['opencv_dnn']:.1e}"]
+    fr = peers["face_recognition_style"]
+    rows = [["edged pipeline (daemon settings)", f"{fr['edged']['fps']:.1f}", _ms(fr["edged"]["ms_per_frame"])],
+            ["face_recognition-style", f"{fr['face_recognition_style']['fps']:.1f}",
+             _ms(fr["face_recognition_style"]["ms_per_frame"])]]
+    lines += ["", f"Peers: pipelines on the same {fr['frames']} frames (from frame {fr['first_frame']}, "
+                  f"decode excluded, median of {fr['runs']})",
+              *_table(rows, ["pipeline", "frames/s", "ms/frame"]),
+              f"  ratio edged/peer time per frame {fr['ratio_edged_time_per_frame']:.3f} "
+              f"(speed-up {fr['speedup']:.1f}x)"]
+    return lines
