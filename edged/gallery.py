@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from edged import fileio
 from edged.errors import GalleryError
 from edged.preprocess import EMBEDDING_DIM
 
@@ -507,27 +508,8 @@ def _canonical(payload: dict[str, Any]) -> bytes:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file via temp file + fsync + rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise GalleryError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Write a file whole or not at all (a `GalleryError` names it on failure)."""
+    fileio.atomic_write(path, data, mode, error=GalleryError)
 
 
 def export_gallery(gallery: Gallery, path: str | os.PathLike[str], now: str | None = None) -> dict[str, int]:

@@ -21,8 +21,6 @@ import hashlib
 import io
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from torch import Tensor, nn
 
 from edged.embed.nn4_net import Inception, L2Pool, NN4Small2
 from edged.errors import ModelFileError
+from edged.fileio import atomic_write
 from edged.torch7 import TorchObject, read_t7
 
 log = logging.getLogger(__name__)
@@ -89,24 +88,8 @@ def file_digests(path: str | Path) -> tuple[str, str]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file whole or not at all: temp file in the same directory, fsync, chmod, rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write a file whole or not at all (temp file, fsync, chmod, rename)."""
+    atomic_write(path, data, mode)
 
 
 @cache

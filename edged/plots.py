@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edged.errors import EdgedError
+from edged.fileio import atomic_write
 from edged.imageio import encode_png
 
 #: RGB colours: matplotlib's tab10, then evenly spread hues.
@@ -249,17 +250,7 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     p = Path(path)
     if p.suffix.lower() != ".png":
         raise EdgedError(f"{p}: plots are written as PNG; use a .png file name")
-    data = encode_png(rgb)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EdgedError(f"cannot write {p}: {exc.strerror or exc}") from exc
+    atomic_write(p, encode_png(rgb), 0o644)
 
 
 def plot_curves(path: str | os.PathLike[str], series: Sequence[Series], **kwargs: object) -> None:

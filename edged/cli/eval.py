@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from edged.cli.common import Context
 from edged.embed import EMBEDDERS
 from edged.evaluate import EvalError, Evaluation, Pair, evaluate, load_pairs, roc_by_unit
+from edged.fileio import atomic_write
 from edged.preprocess import l2_normalize
 
 
@@ -122,22 +122,9 @@ def _write_roc(path: Path, dist: np.ndarray, same: np.ndarray, fold_of: np.ndarr
     title = (f"LFW View 2, {embedder_name}, {which}: accuracy {result.accuracy_mean:.4f} "
              f"+- {result.accuracy_std:.4f}")
     legend = f"mean ROC (AUC {result.auc:.4f}, {result.pairs} pairs)"
-    atomic_write(path, encode_png(draw_roc(curves, title, legend)))
+    atomic_write(path, encode_png(draw_roc(curves, title, legend)), 0o644)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file whole or not at all: temp file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fold_spec(folds: list[int]) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from edged.cli.common import Context
 from edged.config import ConfigErrors, load_config, mqtt_password
 from edged.errors import ConfigError, EdgedError
+from edged.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check_config)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EdgedError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def cmd_run(ctx: Context) -> int:
@@ -67,7 +57,7 @@ def cmd_run(ctx: Context) -> int:
     stats = daemon.run()
     payload = stats.to_dict()
     if stats_path is not None:
-        _write_atomic(stats_path, json.dumps(payload, indent=2) + "\n")
+        atomic_write(stats_path, json.dumps(payload, indent=2) + "\n")
     if ctx.json:
         ctx.emit_json(payload)
     log.info("edged stopped (%s): %d frames in %.1f s, %.1f fps", stats.exit_reason, stats.frames_processed,
