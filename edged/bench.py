@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edged.errors import EdgedError
+from edged.sysinfo import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -422,74 +423,6 @@ def nn4_for_speed(workdir: Path, models_dir: str | None) -> NN4Setup:
     return NN4Setup(embedder, path, "random", "bench-random")
 
 
-class _OnnxLRN:
-    """Export helper: LocalResponseNorm as ONNX's own LRN op (same formula: x / (k + alpha/size * sum x^2)^beta).
-
-    torch's TorchScript exporter decomposes `F.local_response_norm` into shape arithmetic with an ONNX `If`
-    node that OpenCV DNN cannot import; the numbers are identical either way.
-    """
-
-    @staticmethod
-    def module(lrn: Any) -> Any:
-        import torch
-        from torch import nn
-
-        class _Fn(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, x: Any) -> Any:  # type: ignore[override]
-                return nn.functional.local_response_norm(x, lrn.size, lrn.alpha, lrn.beta, lrn.k)
-
-            @staticmethod
-            def symbolic(g: Any, x: Any) -> Any:
-                return g.op("LRN", x, size_i=lrn.size, alpha_f=lrn.alpha, beta_f=lrn.beta, bias_f=lrn.k)
-
-        class OnnxLRN(nn.Module):
-            def forward(self, x: Any) -> Any:
-                return _Fn.apply(x)
-
-        return OnnxLRN()
-
-
-def export_plain_onnx(model: Any, path: Path) -> str:
-    """A plain ONNX export of `NN4Small2` (dynamic batch) that both peers can read; returns how it was made.
-
-    Uses the project's `edged.embed.onnx_export.export_plain_onnx` when present and OpenCV DNN can import
-    its graph; otherwise a straightforward `torch.onnx.export` (TorchScript exporter, opset 17) with LRN
-    exported as ONNX's LRN op (see `_OnnxLRN`).
-    """
-    import cv2
-
-    why = "edged.embed.onnx_export not present"
-    try:
-        from edged.embed.onnx_export import export_plain_onnx as shared_export
-    except ImportError:
-        shared_export = None
-    if shared_export is not None:
-        shared_export(model, path)
-        level = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a failed import logs an ERROR
-        try:
-            cv2.dnn.readNetFromONNX(str(path))
-            return "edged.embed.onnx_export.export_plain_onnx"
-        except cv2.error:
-            why = "OpenCV DNN cannot import edged.embed.onnx_export's graph (ONNX If node from LRN)"
-        finally:
-            cv2.utils.logging.setLogLevel(level)
-    import copy
-    import warnings
-
-    import torch
-
-    export = copy.deepcopy(model).eval()
-    export.lrn = _OnnxLRN.module(model.lrn)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(export, (torch.zeros(1, 3, 96, 96),), str(path), input_names=["input"],
-                          output_names=["embedding"], dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}},
-                          opset_version=17, dynamo=False)
-    return f"edged.bench: torch.onnx.export (TorchScript exporter, opset 17, LRN as ONNX LRN; {why})"
-
-
 def _backend_name(embedder: Any) -> str:
     backend = getattr(embedder, "backend", None)
     if isinstance(backend, str):
@@ -505,16 +438,26 @@ def bench_nn4_runtimes(setup: NN4Setup, faces96: Sequence[np.ndarray], workdir: 
     import cv2
     import onnxruntime as ort
 
+    from edged.embed.onnx_export import export_plain_onnx
     from edged.nn4_weights import load_nn4
     from edged.preprocess import to_network_input
 
-    onnx_path = workdir / "nn4-plain.onnx"
-    how = export_plain_onnx(load_nn4(setup.weights_path), onnx_path)
+    # Each peer gets the plain export it runs best (see edged.embed.onnx_export): ORT torch's own LRN
+    # decomposition, OpenCV DNN the ONNX LRN op it can import.
+    model = load_nn4(setup.weights_path)
+    onnx_path, opencv_path = workdir / "nn4-plain.onnx", workdir / "nn4-plain-lrn-op.onnx"
+    export_plain_onnx(model, onnx_path)
+    export_plain_onnx(model, opencv_path, lrn_op=True)
+    how = ("edged.embed.onnx_export.export_plain_onnx: ONNX Runtime gets torch's LRN decomposition, "
+           "OpenCV DNN the ONNX LRN op")
     options = ort.SessionOptions()
     options.intra_op_num_threads = usable_cores()
+    # Default ORT threads keep spinning for a while after each run, stealing a core from whatever runs next
+    # in the interleaved rounds; stop them after each run (no effect on the peer's own time when idle).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    net = cv2.dnn.readNetFromONNX(str(onnx_path))
+    net = cv2.dnn.readNetFromONNX(str(opencv_path))
 
     def run_ort(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: to_network_input(batch)})[0]
@@ -694,21 +637,6 @@ class _StampedCapture:
         return getattr(self._cap, name)
 
 
-def own_peak_rss_mb() -> float | None:
-    """This process's peak RSS since it was exec'd (Linux VmHWM).
-
-    `getrusage` maxrss is not used: Linux carries it over from the parent across fork + exec, so a
-    daemon started from a large process would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def e2e_child_main(argv: Sequence[str]) -> int:
     """Child process: run the daemon over the clip and write its statistics and timing stamps as JSON."""
     from edged.camera import opencv_capture
@@ -726,7 +654,7 @@ def e2e_child_main(argv: Sequence[str]) -> int:
     except EdgedError as exc:
         print(f"edged: error: {exc}", file=sys.stderr)
         return 1
-    result = {"stats": stats.to_dict(), "grabbed": grabbed, "peak_rss_mb": own_peak_rss_mb(),
+    result = {"stats": stats.to_dict(), "grabbed": grabbed, "peak_rss_mb": peak_rss_mb(),
               "events": [{"wall": w, "type": e["type"], "person": e["person"], "frame": e["frame"]}
                          for w, e in events.stamps]}
     Path(spec["out"]).write_text(json.dumps(result))

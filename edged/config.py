@@ -77,7 +77,10 @@ class EmbedderConfig:
     #: nn4 only: a model name from `edged models list` or a weights file; null = best installed.
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: torch CPU threads; 0 = all cores.
+    #: nn4 only: torch (the network as defined; CUDA or CPU), onnxruntime (its exact rewrite exported to
+    #: ONNX, CPU only, fastest there), or auto (onnxruntime on the CPU when installed, else torch).
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    #: CPU threads (torch, or onnxruntime's per-run threads); 0 = all cores.
     threads: int = _f(0, min=0, max=256)
     #: Squared-L2 match threshold; null = the embedder's own.
     threshold: float | None = _f(None, min=0.0, max=4.0)

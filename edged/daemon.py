@@ -42,6 +42,7 @@ from edged.match import Matcher
 from edged.mqtt import MqttPublisher, PersonEntity, event_payload
 from edged.pipeline import STAGES, RecognitionPipeline
 from edged.service import Notifier
+from edged.sysinfo import peak_rss_mb
 from edged.types import Box
 from edged.vote import IdentityEvent, PresenceChange
 
@@ -116,7 +117,7 @@ def embedder_from_config(cfg: Config) -> Embedder:
     if e.name == "nn4":
         from edged.models import models_dir
 
-        return get_embedder("nn4", weights=e.weights, device=e.device, threads=e.threads,
+        return get_embedder("nn4", weights=e.weights, device=e.device, threads=e.threads, backend=e.backend,
                             models_dir=str(models_dir(cfg.models.dir)))
     return get_embedder(e.name)
 
@@ -394,7 +395,7 @@ class Daemon:
         s.exit_reason = self._stop_reason
         s.wall_s = round(wall, 4)
         s.cpu_s = round(cpu, 3)
-        s.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+        s.peak_rss_mb = peak_rss_mb()
         s.ready = self._ready
         if self._first_frame_at is not None:
             s.processing_s = round((self._last_frame_at or self._first_frame_at) - self._first_frame_at, 4)

@@ -49,7 +49,7 @@ class Context:
         chosen = name or cfg.name
         if chosen == "nn4":
             return get_embedder("nn4", weights=cfg.weights, device=cfg.device, threads=cfg.threads,
-                                models_dir=str(self.models_dir()))
+                                backend=cfg.backend, models_dir=str(self.models_dir()))
         return get_embedder(chosen)
 
     def print(self, *parts: Any) -> None:

@@ -1,8 +1,13 @@
-"""OpenFace nn4.small2 embedder: aligned 96x96 RGB faces -> 128-d unit vectors (PyTorch).
+"""OpenFace nn4.small2 embedder: aligned 96x96 RGB faces -> 128-d unit vectors.
 
 The weights are found through the model registry (`edged.models`): a registry name, a file
 path, or (None) the best installed nn4 model. Construction only locates the file and picks the
-device; the weights load on first use, once, with checksum and layer-by-layer checks.
+device and backend; the weights load on first use, once, with checksum and layer-by-layer checks.
+
+Backends (`embedder.backend`): `torch` runs the network as defined (`NN4Small2`, eager; CUDA or
+CPU); `onnxruntime` runs its exact inference rewrite `FastNN4` exported to ONNX
+(`edged.embed.nn4_ort`, CPU only, several times faster there); `auto` picks onnxruntime on the
+CPU when it is installed, torch otherwise (and always on CUDA).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from edged import models
 from edged.align import OPENFACE_96
 from edged.embed.base import Embedder, as_batch
 from edged.embed.nn4_net import NN4Small2
+from edged.embed.nn4_ort import CACHE_SUBDIR, OrtNN4
 from edged.errors import ConfigError
 from edged.nn4_weights import load_nn4
 from edged.preprocess import to_network_input
@@ -27,7 +33,9 @@ log = logging.getLogger(__name__)
 #: Faces per forward pass.
 BATCH_SIZE = 64
 
-__all__ = ["NN4Embedder", "create_nn4_embedder", "load_nn4", "pick_device"]
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+__all__ = ["BACKENDS", "NN4Embedder", "create_nn4_embedder", "load_nn4", "pick_backend", "pick_device"]
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -44,6 +52,32 @@ def pick_device(device: str = "auto") -> torch.device:
     raise ConfigError(f"embedder.device: must be auto, cpu or cuda, got {device!r}")
 
 
+def _onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick_backend(backend: str, device: str) -> tuple[str, torch.device]:
+    """(backend, torch device) for the configured values: onnxruntime is CPU-only; auto prefers it on the CPU."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"embedder.backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        if device == "cuda":
+            raise ConfigError("embedder.backend: onnxruntime runs nn4 on the CPU only; use device cpu or auto, "
+                              "or backend torch for CUDA")
+        if not _onnxruntime_available():
+            raise ConfigError("embedder.backend: onnxruntime is not installed (pip install onnxruntime), "
+                              "use backend torch or auto")
+        return "onnxruntime", torch.device("cpu")
+    chosen = pick_device(device)
+    if backend == "auto" and chosen.type == "cpu" and _onnxruntime_available():
+        return "onnxruntime", chosen
+    return "torch", chosen
+
+
 class NN4Embedder(Embedder):
     """nn4.small2 with weights from one installed model file."""
 
@@ -51,14 +85,18 @@ class NN4Embedder(Embedder):
     alignment = OPENFACE_96
 
     def __init__(self, model: models.InstalledModel, registry: models.Registry, device: str = "auto",
-                 threads: int = 0, batch_size: int = BATCH_SIZE) -> None:
+                 threads: int = 0, batch_size: int = BATCH_SIZE, backend: str = "auto",
+                 cache_dir: Path | None = None) -> None:
+        """`cache_dir`: where the onnxruntime backend caches its exports (None: export at every start)."""
         self.model_file = model
         self._registry = registry
-        self.device = pick_device(device)
+        self._backend, self.device = pick_backend(backend, device)
         self.threads = threads
         self.batch_size = batch_size
+        self.cache_dir = cache_dir
         self._module: NN4Small2 | None = None
         self._identity: models.ModelIdentity | None = None
+        self._ort: OrtNN4 | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> tuple[NN4Small2, models.ModelIdentity]:
@@ -73,6 +111,31 @@ class NN4Embedder(Embedder):
                 self._identity = identity
                 log.info("nn4 weights %s loaded from %s on %s", identity.version, self.model_file.path, self.device)
             return self._module, self._identity
+
+    def _onnxruntime(self) -> OrtNN4 | None:
+        """The ONNX Runtime runner, made on first use (None on the torch backend)."""
+        if self._backend != "onnxruntime":
+            return None
+        module = self.module()
+        with self._lock:
+            if self._ort is None and self._backend == "onnxruntime":
+                from edged.embed.nn4_ort import ExportCheckError, load_runner, state_digest
+
+                try:
+                    self._ort = load_runner(module, state_digest(module.state_dict()), self.cache_dir, self.threads)
+                    log.info("nn4 runs on onnxruntime (%d threads)", self._ort.threads)
+                except ExportCheckError as exc:  # would be a bug in the rewrite: stay correct, just slower
+                    log.error("nn4 ONNX export of %s %s; using the torch backend", self.model_file.path, exc)
+                    self._backend = "torch"
+            return self._ort
+
+    @property
+    def backend(self) -> str:
+        """The backend in use: 'onnxruntime' or 'torch' (settled at the first embed())."""
+        return self._backend
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "backend": self.backend, "device": str(self.device)}
 
     @property
     def version(self) -> str:  # type: ignore[override]
@@ -94,6 +157,10 @@ class NN4Embedder(Embedder):
         batch = as_batch(faces, self.alignment.size)
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
+        runner = self._onnxruntime()
+        if runner is not None:
+            return np.concatenate([runner.run(batch[start:start + self.batch_size])
+                                   for start in range(0, len(batch), self.batch_size)])
         module = self.module()
         out = []
         with torch.inference_mode():
@@ -104,8 +171,12 @@ class NN4Embedder(Embedder):
 
 
 def create_nn4_embedder(weights: str | None = None, device: str = "auto", threads: int = 0,
-                        models_dir: str | None = None) -> NN4Embedder:
-    """The nn4 embedder for `weights` (registry name, file path, or None = best installed)."""
+                        models_dir: str | None = None, backend: str = "auto") -> NN4Embedder:
+    """The nn4 embedder for `weights` (registry name, file path, or None = best installed).
+
+    The onnxruntime backend caches its exports in `<models dir>/cache/`.
+    """
     registry = models.load_registry()
     directory = models.models_dir(models_dir)
-    return NN4Embedder(models.resolve(weights, directory, registry), registry, device=device, threads=threads)
+    return NN4Embedder(models.resolve(weights, directory, registry), registry, device=device, threads=threads,
+                       backend=backend, cache_dir=directory / CACHE_SUBDIR)

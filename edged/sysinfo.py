@@ -1,0 +1,21 @@
+"""Facts about this process for statistics."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB since it was exec'd.
+
+    Linux's VmHWM is used when available: `getrusage` maxrss is carried over from the parent across
+    fork + exec, so a daemon started from a large process would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
