@@ -25,7 +25,8 @@ class FaceDetector:
     """Finds face boxes in RGB images; boxes are clipped to the image, largest first.
 
     `upsample` doubles the image that many times before detection (finds smaller faces,
-    costs ~4x per step); `scale` < 1 downsizes first (faster on big frames) and the
+    costs ~4x per step); `min_score` drops weaker detections (for HOG a negative value also
+    admits detections below dlib's default threshold of 0); `scale` < 1 downsizes first (faster on big frames) and the
     boxes are mapped back to full-frame coordinates.
     """
 
@@ -84,7 +85,7 @@ class FaceDetector:
 
     def _run(self, model: Any, image: np.ndarray) -> list[tuple[int, int, int, int, float]]:
         if self.backend == "hog":
-            rects, scores, _ = model.run(image, self.upsample, 0.0)
+            rects, scores, _ = model.run(image, self.upsample, min(0.0, self.min_score))
             return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1, s) for r, s in zip(rects, scores, strict=True)]
         if self.backend == "mmod":
             dets = model(image, self.upsample)

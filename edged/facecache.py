@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS embeddings (
 
 #: File name of the cache inside its directory.
 CACHE_FILE = "faces.sqlite"
+#: HOG score accepted on a second try when the default threshold finds no face.
+RETRY_MIN_SCORE = -0.6
 #: Fraction of the shorter image side covered by the centred fallback box (LFW faces are centred).
 FALLBACK_FRACTION = 0.44
 #: Embedders run in the process pool (single-threaded C++); others (torch) run batched in-process.
@@ -179,6 +181,7 @@ class Analyser:
         from edged.detect import FaceDetector
 
         self.detector = FaceDetector("hog", upsample=upsample)
+        self.retry_detector = FaceDetector("hog", upsample=upsample, min_score=RETRY_MIN_SCORE)
         self.lm68 = LandmarkPredictor(68)
         self.lm5 = LandmarkPredictor(5)
         self.embedders = list(embedders)
@@ -196,6 +199,9 @@ class Analyser:
             return sha, None, {}, str(exc)
         h, w = image.shape[:2]
         box = choose_central(self.detector.detect(image), w, h)
+        if box is None:
+            # LFW-style data always holds a face: try once more with HOG's threshold lowered
+            box = choose_central(self.retry_detector.detect(image), w, h)
         detected = box is not None
         if box is None:
             box = centred_box(w, h)

@@ -66,3 +66,13 @@ def test_bad_arguments():
         FaceDetector("yolo")
     with pytest.raises(ValueError, match="RGB uint8"):
         FaceDetector().detect(np.zeros((10, 10), np.uint8))
+
+
+def test_negative_min_score_admits_weaker_hog_detections(lfw_dir):
+    # A deep-funneled LFW photo where HOG's default threshold finds no face; a retry at -0.6 does.
+    image = load_image(lfw_dir / "lfw-deepfunneled" / "Andy_Roddick" / "Andy_Roddick_0005.jpg")
+    assert FaceDetector("hog", upsample=1).detect(image) == []
+    boxes = FaceDetector("hog", upsample=1, min_score=-0.6).detect(image)
+    assert boxes and all(-0.6 <= b.score < 0 for b in boxes)
+    centre = np.array(image.shape[1::-1]) / 2
+    assert min(np.hypot(*(np.array(b.center) - centre)) for b in boxes) < 40
