@@ -86,6 +86,6 @@ def setup_logging(level: str | int = "INFO", target: str = "auto", environ: Mapp
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    if root.level > logging.DEBUG:
-        logging.getLogger("edged.mqtt.paho").setLevel(logging.WARNING)
+    # paho's chatter only when debugging
+    logging.getLogger("edged.mqtt.paho").setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
     return chosen

@@ -451,14 +451,18 @@ def test_logging_target_and_watchdog_settings() -> None:
     import logging
 
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
+    paho = logging.getLogger("edged.mqtt.paho")
+    saved = (root.handlers[:], root.level, paho.level)
     try:
         assert setup_logging("INFO", "auto", {"INVOCATION_ID": "abc"}) == "journald"
         assert type(root.handlers[0]).__name__ == "JournalHandler"
+        assert paho.level == logging.WARNING
         assert setup_logging("DEBUG", "auto", {}) == "stderr" and root.level == logging.DEBUG
+        assert paho.level == logging.NOTSET
     finally:
-        root.handlers[:], _ = saved
+        root.handlers[:], _, _ = saved
         root.setLevel(saved[1])
+        paho.setLevel(saved[2])
     assert Notifier({}).enabled is False and Notifier({}).ready() is False
     sock = {"NOTIFY_SOCKET": "/run/x"}
     assert Notifier({**sock, "WATCHDOG_USEC": "30000000"}).watchdog_interval_s == 15.0

@@ -7,15 +7,17 @@ import stat
 import numpy as np
 import pytest
 
-from edged.align import LandmarkPredictor, align_dlib_chip
+from edged.align import FaceAligner, LandmarkPredictor, align_dlib_chip
 from edged.detect import FaceDetector
-from edged.facecache import FaceCache, analyse, centred_box, default_cache_dir, file_sha1
+from edged.facecache import RETRY_MIN_SCORE, FaceCache, analyse, centred_box, default_cache_dir, file_sha1
 from edged.types import Box
 
 # Abdoulaye_Wade_0003: dlib HOG (upsample 1) finds no face in it, so it gets the centred fallback box.
 NAMES = ["Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg",
-         "Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg", "Abdoulaye_Wade/Abdoulaye_Wade_0003.jpg"]
-FALLBACK = NAMES[3]
+         "Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg", "George_HW_Bush/George_HW_Bush_0002.jpg",
+         "Abdoulaye_Wade/Abdoulaye_Wade_0003.jpg"]
+FALLBACK = NAMES[3]  # no HOG face even at the retry threshold: centred box
+RETRIED = NAMES[4]  # no HOG face at the default threshold, found by the retry
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,11 @@ def pooled(images, tmp_path_factory):
 
 def test_records_boxes_and_fallback(pooled, images):
     cache, sha_of, calls, corrupt = pooled
-    assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+    assert calls[0] == (0, 6) and calls[-1] == (6, 6)
     faces = cache.faces(sha_of[p] for p in images)
-    assert len(faces) == 4 and sha_of[corrupt] not in cache.faces([sha_of[corrupt]])
+    assert len(faces) == 5 and sha_of[corrupt] not in cache.faces([sha_of[corrupt]])
     detector, lm68 = FaceDetector("hog", upsample=1), LandmarkPredictor(68)
+    retry = FaceDetector("hog", upsample=1, min_score=RETRY_MIN_SCORE)
     from edged.imageio import load_image
 
     for path in images:
@@ -59,7 +62,11 @@ def test_records_boxes_and_fallback(pooled, images):
         assert (rec.width, rec.height) == (250, 250)
         if path.endswith(FALLBACK):
             assert boxes == [] and not rec.detected
+            assert retry.detect(image) == []
             assert rec.box.as_list() == centred_box(250, 250).as_list()
+        elif path.endswith(RETRIED):
+            assert boxes == [] and rec.detected
+            assert rec.box.as_list() in [b.as_list() for b in retry.detect(image)]
         else:
             assert rec.detected and rec.box.as_list() in [b.as_list() for b in boxes]
         assert rec.lm68.shape == (68, 2) and rec.lm5.shape == (5, 2)
@@ -73,13 +80,19 @@ def test_embeddings_plain_and_flip(pooled, images, dlib_embedder):
     version = dlib_embedder.version
     plain = cache.embeddings(sha_of.values(), version, "plain")
     flip = cache.embeddings(sha_of.values(), version, "flip")
-    assert len(plain) == len(flip) == 4
+    norms = cache.embeddings(sha_of.values(), version, "norm")
+    assert len(plain) == len(flip) == len(norms) == 5
     for path in images:
         rec = cache.get_face(sha_of[path])
         want_plain, want_flip = _dlib_vectors(dlib_embedder, load_image(path), rec.box, rec.lm5)
         np.testing.assert_allclose(plain[sha_of[path]], want_plain, atol=1e-5)
         np.testing.assert_allclose(flip[sha_of[path]], want_flip, atol=1e-5)
         assert np.linalg.norm(plain[sha_of[path]]) == pytest.approx(1.0, abs=1e-5)
+        # dlib's raw descriptor norm is kept, so raw distances can be rebuilt
+        crop = FaceAligner(dlib_embedder.alignment).crop(load_image(path), rec.box, rec.lm5)
+        raw = dlib_embedder.embed_raw(crop[None])[0]
+        assert norms[sha_of[path]][0] == pytest.approx(np.linalg.norm(raw), rel=1e-5)
+        assert 1.0 < norms[sha_of[path]][0] < 2.0
     # the same person is closer than another person
     a, b, c = (plain[sha_of[p]] for p in images[:3])
     assert np.sum((a - b) ** 2) < np.sum((a - c) ** 2)

@@ -19,7 +19,7 @@ class DlibResNetEmbedder(Embedder):
     dlib's own rule, euclidean < 0.6 (squared L2 < 0.36), is for its raw descriptors, whose
     norms are about 1.4 (1.36-1.52 on OpenFace's example photos). On the unit sphere the same
     rule is about (0.6 / 1.41)^2 = 0.18. `edged eval lfw --embedder dlib` (10 folds, unit
-    vectors) picks 0.187 on average for balanced same/different pairs; edged keeps 0.18, a
+    vectors) picks 0.186 on average for balanced same/different pairs; edged keeps 0.18, a
     little stricter, because at a door a false accept costs more than a retry.
     """
 
