@@ -88,6 +88,7 @@ class RunStats:
     #: Video files: seconds of video processed per second of processing (>= 1 keeps up with real time).
     realtime_factor: float | None = None
     detector_runs: int = 0
+    small_face_scans: int = 0
     faces_detected: int = 0
     tracks: int = 0
     embeds: int = 0
@@ -414,6 +415,7 @@ class Daemon:
             p = self._pipeline.stats
             s.frames_processed = p.frames
             s.detector_runs = p.detector_runs
+            s.small_face_scans = p.small_face_scans
             s.faces_detected = p.faces_detected
             s.tracks = p.tracks_started
             s.embeds = p.embeds

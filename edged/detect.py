@@ -18,6 +18,7 @@ from edged.types import Box
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hog", "mmod", "haar")
+MAX_UPSAMPLE = 4
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
@@ -33,8 +34,8 @@ class FaceDetector:
     def __init__(self, backend: str = "hog", upsample: int = 1, min_score: float = 0.0) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown detector backend {backend!r} (choose from {', '.join(BACKENDS)})")
-        if not 0 <= upsample <= 4:
-            raise ValueError(f"upsample must be 0..4, got {upsample}")
+        if not 0 <= upsample <= MAX_UPSAMPLE:
+            raise ValueError(f"upsample must be 0..{MAX_UPSAMPLE}, got {upsample}")
         self.backend = backend
         self.upsample = upsample
         self.min_score = min_score
@@ -57,8 +58,9 @@ class FaceDetector:
                 log.debug("loaded %s face detector", self.backend)
         return self._model
 
-    def detect(self, image: np.ndarray, scale: float = 1.0) -> list[Box]:
-        """Detect faces in an RGB uint8 image (HxWx3); optional downscale `scale` in (0, 1]."""
+    def detect(self, image: np.ndarray, scale: float = 1.0, upsample: int | None = None) -> list[Box]:
+        """Detect faces in an RGB uint8 image (HxWx3); optional downscale `scale` in (0, 1] and
+        `upsample` for this call only (default: the detector's)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image, got shape {image.shape} dtype {image.dtype}")
         h, w = image.shape[:2]
@@ -69,7 +71,9 @@ class FaceDetector:
             work = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                               interpolation=cv2.INTER_AREA)
         model = self._load()
-        raw = self._run(model, work)
+        if upsample is not None and not 0 <= upsample <= MAX_UPSAMPLE:
+            raise ValueError(f"upsample must be 0..{MAX_UPSAMPLE}, got {upsample}")
+        raw = self._run(model, work, self.upsample if upsample is None else upsample)
         boxes = []
         for left, top, right, bottom, score in raw:
             if score < self.min_score:
@@ -83,17 +87,17 @@ class FaceDetector:
         boxes.sort(key=lambda b: b.area, reverse=True)
         return boxes
 
-    def _run(self, model: Any, image: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+    def _run(self, model: Any, image: np.ndarray, upsample: int) -> list[tuple[int, int, int, int, float]]:
         if self.backend == "hog":
-            rects, scores, _ = model.run(image, self.upsample, min(0.0, self.min_score))
+            rects, scores, _ = model.run(image, upsample, min(0.0, self.min_score))
             return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1, s) for r, s in zip(rects, scores, strict=True)]
         if self.backend == "mmod":
-            dets = model(image, self.upsample)
+            dets = model(image, upsample)
             return [(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, d.confidence)
                     for d in dets]
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         gray = cv2.equalizeHist(gray)
-        factor = 2**self.upsample
+        factor = 2**upsample
         if factor > 1:
             gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
         rects, _levels, weights = model.detectMultiScale3(

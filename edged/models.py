@@ -284,9 +284,11 @@ def converted_path(directory: Path, name: str) -> Path:
 
 
 def installed_models(directory: Path, registry: Registry, embedder: str = "nn4") -> list[InstalledModel]:
-    """Every installed model file of `embedder`, best first: registered models by priority
-    (converted file, then originals in registry order), then other imported files by name."""
+    """Every installed model file of `embedder`, best first: what the user installed (registered
+    models by priority: converted file, then originals in registry order; then other imported
+    files by name), then the files shipped with edged, which are the out-of-the-box fallback."""
     out: list[InstalledModel] = []
+    shipped: list[InstalledModel] = []
     entries = sorted((e for e in registry.entries if e.embedder == embedder), key=lambda e: (-e.priority, e.name))
     for entry in entries:
         converted = converted_path(directory, entry.name)
@@ -295,14 +297,14 @@ def installed_models(directory: Path, registry: Registry, embedder: str = "nn4")
         for f in entry.files:
             path = registry.file_path(f, directory)
             if path.is_file():
-                out.append(InstalledModel(entry.name, path, entry, f))
+                (shipped if f.shipped else out).append(InstalledModel(entry.name, path, entry, f))
     if embedder == "nn4" and directory.is_dir():
         registered = {e.name for e in registry.entries}
         for path in sorted(directory.glob(f"*{CONVERTED_SUFFIX}")):
             name = path.name[:-len(CONVERTED_SUFFIX)]
             if name not in registered:
                 out.append(InstalledModel(name, path, None, None))
-    return out
+    return out + shipped
 
 
 def _install_hint(name: str = "nn4.small2.v1") -> str:

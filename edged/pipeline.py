@@ -7,7 +7,9 @@ the injected `timer`, used for per-stage time totals in the statistics, never fo
 Work is kept to what a track needs:
 
 * the detector runs every `detector.every_n_frames` processed frames, or on the next frame when
-  a correlation tracker lost its face, on the frame downscaled by `detector.scale`;
+  a correlation tracker lost its face, on the frame downscaled by `detector.scale`; every
+  `detector.small_faces_every_n_frames` frames (and on the first) it runs with one more upsample
+  step, so that faces too small for the cheap run (a person still far from the door) start tracks;
 * between detections the tracks still being recognised follow their faces with the correlation
   tracker (`edged.track`); settled tracks keep their last detected box until the next detection;
 * a track is aligned and embedded only while its vote is not settled (so a new face is
@@ -27,7 +29,7 @@ import numpy as np
 from edged.align import FaceAligner
 from edged.camera import Frame
 from edged.config import Config
-from edged.detect import FaceDetector
+from edged.detect import MAX_UPSAMPLE, FaceDetector
 from edged.embed.base import Embedder
 from edged.track import Track, Tracker
 from edged.types import Box
@@ -73,6 +75,8 @@ class PipelineStats:
 
     frames: int = 0
     detector_runs: int = 0
+    #: Detector runs with one more upsample step (`detector.small_faces_every_n_frames`).
+    small_face_scans: int = 0
     faces_detected: int = 0
     tracks_started: int = 0
     embeds: int = 0
@@ -107,6 +111,7 @@ class RecognitionPipeline:
         self.stats = PipelineStats()
         self._timer = timer
         self._since_detect = cfg.detector.every_n_frames  # detect on the first frame
+        self._since_small = cfg.detector.small_faces_every_n_frames  # with the small-face scan
         self._last_recognized: dict[int, float] = {}
         self._track_first: dict[int, tuple[int, float]] = {}
 
@@ -173,11 +178,19 @@ class RecognitionPipeline:
     def _detect(self, image: np.ndarray) -> list[Box] | None:
         dcfg = self.cfg.detector
         self._since_detect += 1
-        if self._since_detect < dcfg.every_n_frames and not self.tracker.any_lost:
+        self._since_small += 1
+        small = dcfg.small_faces_every_n_frames > 0 and self._since_small >= dcfg.small_faces_every_n_frames
+        if not small and self._since_detect < dcfg.every_n_frames and not self.tracker.any_lost:
             return None
         self._since_detect = 0
+        upsample = None
+        if small:
+            self._since_small = 0
+            upsample = min(self.detector.upsample + 1, MAX_UPSAMPLE)
+            self.stats.small_face_scans += 1
         start = self._timer()
-        boxes = [b for b in self.detector.detect(image, dcfg.scale) if min(b.width, b.height) >= dcfg.min_face_px]
+        boxes = [b for b in self.detector.detect(image, dcfg.scale, upsample)
+                 if min(b.width, b.height) >= dcfg.min_face_px]
         self.stats.seconds["detect"] += self._timer() - start
         self.stats.detector_runs += 1
         self.stats.faces_detected += len(boxes)

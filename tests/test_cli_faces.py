@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edged.models import registry_path
 from tests.conftest import run_cli
 
 PEOPLE = ["lennon-1", "lennon-2", "clapton-1", "clapton-2"]
@@ -85,7 +86,10 @@ def test_odd_images(openface_dir, tmp_path, kind):
 
 
 def test_nn4_without_weights_says_how_to_install(openface_dir, tmp_path):
+    registry = tmp_path / "registry.json"  # the official entry only: no shipped weights to fall back on
+    official = [e for e in json.loads(registry_path().read_text())["models"] if e["name"] == "nn4.small2.v1"]
+    registry.write_text(json.dumps({"registry_version": 1, "models": official}))
     proc = run_cli("embed", "--embedder", "nn4", str(openface_dir / "carell.jpg"),
-                   env={"EDGED_MODELS": str(tmp_path / "models")})
+                   env={"EDGED_MODELS": str(tmp_path / "models"), "EDGED_REGISTRY": str(registry)})
     assert proc.returncode != 0
     assert "edged models" in proc.stderr and "Traceback" not in proc.stderr

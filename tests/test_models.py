@@ -308,7 +308,16 @@ def test_tampered_installed_file_is_refused(env, files, tmp_path, monkeypatch, c
     assert rc == 1 and "checksum mismatch" in out
 
 
-def test_nothing_installed_says_how_to_install(env):
+def test_shipped_model_is_the_fallback_after_user_installed_ones(env, files, capsys):
+    chosen = models.resolve(None, env, models.load_registry())  # the real registry, empty models dir
+    assert (chosen.name, chosen.kind) == ("nn4.small2.edged-v1", "shipped") and chosen.path.is_file()
+    assert cli(capsys, "models", "import", str(files["t7"]), "--name", "mine")[0] == 0
+    assert models.resolve(None, env, models.load_registry()).name == "mine"
+
+
+def test_nothing_installed_says_how_to_install(env, tmp_path, monkeypatch):
+    official = [e for e in json.loads(models.registry_path().read_text())["models"] if e["name"] == "nn4.small2.v1"]
+    write_registry(tmp_path / "reg" / "registry.json", monkeypatch, *official)  # nothing shipped
     with pytest.raises(ModelNotInstalledError, match=r"edged models fetch nn4\.small2\.v1.*edged models import"):
         create_nn4_embedder()
 
