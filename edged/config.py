@@ -69,7 +69,7 @@ class DetectorConfig:
     every_n_frames: int = _f(3, min=1, max=1000)
     #: Every N processed frames (and on the first) detect with one more upsample step instead:
     #: finds faces half the size (from ~40 px at upsample 0) at ~4x the cost; 0 = never.
-    small_faces_every_n_frames: int = _f(15, min=0, max=100000)
+    small_faces_every_n_frames: int = _f(30, min=0, max=100000)
     #: Ignore faces smaller than this (pixels, full-frame coordinates).
     min_face_px: int = _f(40, min=8, max=4096)
 
