@@ -272,6 +272,14 @@ def test_faster_of_follows_the_faster_way_and_keeps_checking_the_other() -> None
         chooser.record(how, cost[how])
     assert tail[-6:].count("one core") >= 4  # the rest are the every-4th-call retries
     assert chooser.medians()["all cores"] == pytest.approx(0.02)
+    cost["all cores"] = 0.004  # free again: the first retry that sees it switches back
+    back = []
+    for _ in range(8):
+        how = chooser.choose()
+        back.append(how)
+        chooser.record(how, cost[how])
+    first_retry = back.index("all cores")
+    assert first_retry < 4 and back[first_retry:first_retry + 3] == ["all cores"] * 3  # then the 4th retries
 
 
 def test_backend_choice_and_config_errors() -> None:

@@ -101,12 +101,16 @@ class FasterOf:
     """Chooses between two ways of doing the same work by their recent run times (no clock inside:
     the caller reports each run with `record`). Until each has `warmup` runs they alternate; then the
     one with the lower median over its last `window` runs is chosen, except every `explore_every`-th
-    call, which retries the other so that a change in conditions is noticed."""
+    call, which retries the other so that a change in conditions is noticed. A retry's time replaces
+    the retried way's older times (they describe conditions that may be gone), so one retry that is
+    faster switches over, instead of needing a window's worth of retries."""
 
     def __init__(self, first: str, second: str, window: int = 5, warmup: int = 2, explore_every: int = 8) -> None:
         self.options = (first, second)
         self.window, self.warmup, self.explore_every = window, warmup, explore_every
         self._times: dict[str, list[float]] = {first: [], second: []}
+        self._runs: dict[str, int] = {first: 0, second: 0}
+        self._exploring: str | None = None
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -114,17 +118,22 @@ class FasterOf:
         with self._lock:
             self._calls += 1
             first, second = self.options
-            short = [o for o in self.options if len(self._times[o]) < self.warmup]
+            short = [o for o in self.options if self._runs[o] < self.warmup]
             if short:
                 return short[0] if len(short) == 1 else self.options[self._calls % 2]
             best = min(self.options, key=lambda o: float(np.median(self._times[o])))
             if self._calls % self.explore_every == 0:
-                return second if best == first else first
+                self._exploring = second if best == first else first
+                return self._exploring
             return best
 
     def record(self, option: str, seconds: float) -> None:
         with self._lock:
+            self._runs[option] += 1
             times = self._times[option]
+            if option == self._exploring:
+                self._exploring = None
+                times.clear()
             times.append(seconds)
             del times[:-self.window]
 
