@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -98,9 +99,14 @@ def _remove_empty(dirs: list[Path]) -> None:
 
 
 def registry_path() -> Path:
-    """$EDGED_REGISTRY, else models/registry.json in the repository."""
+    """$EDGED_REGISTRY, else models/registry.json of the checkout edged runs from, else the copy a
+    non-editable install put in <prefix>/share/edged/models."""
     env = os.environ.get(REGISTRY_ENV)
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "models" / "registry.json"
+    if env:
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parents[1] / "models" / "registry.json"
+    installed = Path(sys.prefix) / "share" / "edged" / "models" / "registry.json"
+    return installed if not checkout.is_file() and installed.is_file() else checkout
 
 
 # ---- registry ----

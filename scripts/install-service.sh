@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "install-service.sh: run as root (sudo $0)" >&2
     exit 1
 fi
-for tool in python3 systemctl systemd-analyze; do
+for tool in python3 runuser systemd-analyze; do
     command -v "$tool" >/dev/null || { echo "install-service.sh: $tool not found" >&2; exit 1; }
 done
 
@@ -25,9 +25,21 @@ if ! id edged >/dev/null 2>&1; then
 fi
 getent group video >/dev/null && usermod -a -G video edged
 
+# The service user must be able to run the interpreter the venv links to: the system python3, not a
+# pyenv/conda one under a private home directory.
+PYTHON=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || command -v python3 )}
 install -d -m 0755 "$PREFIX"
-[ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv "$PREFIX/.venv"
+[ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/.venv"
+if ! runuser -u edged -- "$PREFIX/.venv/bin/python" -c "" 2>/dev/null; then
+    echo "install-service.sh: user edged cannot run $PREFIX/.venv/bin/python ($(readlink -f "$PREFIX/.venv/bin/python")); remove $PREFIX/.venv and set PYTHON= to a python3 outside private directories" >&2
+    exit 1
+fi
 "$PREFIX/.venv/bin/pip" install --quiet --upgrade pip
+# torch first and pinned, as scripts/setup.sh does (EDGED_TORCH_SPEC, EDGED_TORCH_INDEX_URL).
+TORCH_SPEC="${EDGED_TORCH_SPEC:-torch==2.13.0}"
+TORCH_INDEX=()
+[ -n "${EDGED_TORCH_INDEX_URL:-}" ] && TORCH_INDEX=(--index-url "$EDGED_TORCH_INDEX_URL")
+"$PREFIX/.venv/bin/pip" install --quiet "${TORCH_INDEX[@]}" "$TORCH_SPEC"
 "$PREFIX/.venv/bin/pip" install --quiet "$SRC"
 
 install -d -m 0750 -o root -g edged /etc/edged
@@ -38,7 +50,11 @@ install -d -m 0700 -o edged -g edged /var/lib/edged
 install -m 0644 "$SRC/systemd/edged.service" "$UNIT"
 sed -i "s|/opt/edged/.venv/bin/edged|$PREFIX/.venv/bin/edged|" "$UNIT"
 systemd-analyze verify "$UNIT"
-systemctl daemon-reload
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+else
+    echo "install-service.sh: systemd is not running here; run 'systemctl daemon-reload' once it is" >&2
+fi
 
 cat <<EOF
 edged installed in $PREFIX. Next:

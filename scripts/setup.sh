@@ -23,8 +23,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# torch first and pinned: the plain name pulls several GB of CUDA packages.
+# torch first and pinned: the plain name pulls several GB of CUDA packages. On a machine that reaches
+# download.pytorch.org, EDGED_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gets the CPU build.
 TORCH_SPEC="${EDGED_TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q "$TORCH_SPEC"
+TORCH_INDEX=()
+[ -n "${EDGED_TORCH_INDEX_URL:-}" ] && TORCH_INDEX=(--index-url "$EDGED_TORCH_INDEX_URL")
+.venv/bin/python -m pip install -q "${TORCH_INDEX[@]}" "$TORCH_SPEC"
 .venv/bin/python -m pip install -q -e ".[test]"
 echo "setup: done. CLI: .venv/bin/edged"

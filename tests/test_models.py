@@ -326,3 +326,25 @@ def test_nothing_installed_says_how_to_install(env, tmp_path, monkeypatch):
 def test_forcing_cuda_without_a_gpu_is_a_clear_error(files):
     with pytest.raises(ConfigError, match=r"embedder\.device: 'cuda' requested but no CUDA device"):
         create_nn4_embedder(str(files["pt"]), device="cuda")
+
+
+def test_wheel_carries_the_registry_and_shipped_weights(tmp_path):
+    """A non-editable install (scripts/install-service.sh) has no checkout beside it: the wheel must
+    carry models/registry.json and every shipped file to <prefix>/share/edged/models, byte for byte."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = models.registry_path().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("edged-*.whl")
+    registry = json.loads((root / "models" / "registry.json").read_text())
+    shipped = ["registry.json"] + [f["file"] for m in registry["models"] for f in m["files"] if f.get("shipped")]
+    assert "nn4.small2.edged-v1.pt" in shipped
+    with zipfile.ZipFile(wheel) as z:
+        data = {Path(n).name: n for n in z.namelist() if "/data/share/edged/models/" in n}
+        for name in shipped:
+            assert name in data, f"{name} missing from {wheel.name}"
+            assert z.read(data[name]) == (root / "models" / name).read_bytes()
