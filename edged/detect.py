@@ -22,6 +22,12 @@ MAX_UPSAMPLE = 4
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
+def _checked_upsample(upsample: int) -> int:
+    if not 0 <= upsample <= MAX_UPSAMPLE:
+        raise ValueError(f"upsample must be 0..{MAX_UPSAMPLE}, got {upsample}")
+    return upsample
+
+
 class FaceDetector:
     """Finds face boxes in RGB images; boxes are clipped to the image, largest first.
 
@@ -34,10 +40,8 @@ class FaceDetector:
     def __init__(self, backend: str = "hog", upsample: int = 1, min_score: float = 0.0) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown detector backend {backend!r} (choose from {', '.join(BACKENDS)})")
-        if not 0 <= upsample <= MAX_UPSAMPLE:
-            raise ValueError(f"upsample must be 0..{MAX_UPSAMPLE}, got {upsample}")
         self.backend = backend
-        self.upsample = upsample
+        self.upsample = _checked_upsample(upsample)
         self.min_score = min_score
         self._model: Any = None
         self._lock = threading.Lock()
@@ -71,9 +75,7 @@ class FaceDetector:
             work = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                               interpolation=cv2.INTER_AREA)
         model = self._load()
-        if upsample is not None and not 0 <= upsample <= MAX_UPSAMPLE:
-            raise ValueError(f"upsample must be 0..{MAX_UPSAMPLE}, got {upsample}")
-        raw = self._run(model, work, self.upsample if upsample is None else upsample)
+        raw = self._run(model, work, self.upsample if upsample is None else _checked_upsample(upsample))
         boxes = []
         for left, top, right, bottom, score in raw:
             if score < self.min_score:
