@@ -16,13 +16,16 @@ of the face region of the canonical crop below `blur_min`); near-duplicate (squa
 Videos: every k-th frame is examined (at most ~5 per second, k also grows for long videos so
 about 6 x `video_samples` frames are looked at); frames passing the gates are ranked by
 quality = face width x sqrt(sharpness) and the best `video_samples` that are not
-near-duplicates of each other are kept.
+near-duplicates of each other are kept. A camera (`edged enroll NAME --camera`) is treated the
+same way for a number of seconds: at most ~5 frames per second are examined, the others are read
+and dropped so that the examined frame is always the newest.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ import cv2
 import numpy as np
 
 from edged.align import FaceAligner
+from edged.camera import FrameSource
 from edged.config import EnrollConfig
 from edged.embed.base import Embedder
 from edged.errors import EdgedError, ImageError
@@ -231,6 +235,28 @@ def iter_video_frames(cap: cv2.VideoCapture, step: int) -> Iterator[tuple[int, n
         index += 1
 
 
+def iter_camera_frames(source: FrameSource, seconds: float, max_fps: float = VIDEO_MAX_FPS,
+                       clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, RGB frame) from an opened source for `seconds`, at most `max_fps` frames per
+    second; the frames in between are read and dropped. A camera counts wall-clock time, a video
+    file used as the camera its own video time (frame / fps). Ends early when the source does."""
+    fps = source.fps or 25.0
+    start = clock()
+    next_t = 0.0
+    index = -1
+    while True:
+        frame = source.read()
+        if frame is None:
+            return
+        index += 1
+        t = index / fps if source.kind == "file" else clock() - start
+        if t >= seconds:
+            return
+        if t >= next_t:
+            next_t = t + 1.0 / max_fps
+            yield index, frame
+
+
 # ---- enrolling ----
 
 @dataclass(frozen=True)
@@ -330,22 +356,33 @@ class Enroller:
     def _video(self, item: SourceItem, report: EnrollReport) -> str:
         cap, fps, frames = open_video(item.path)
         step = video_step(fps, frames, self.cfg.video_samples)
+        try:
+            return self.frames(str(item.path), iter_video_frames(cap, step), report, f"every {step}")
+        finally:
+            cap.release()
+
+    def camera(self, source: FrameSource, seconds: float, report: EnrollReport) -> str:
+        """Examine an opened camera's frames for `seconds` (see `iter_camera_frames`) into `report`."""
+        return self.frames(source.name, iter_camera_frames(source, seconds), report,
+                           f"at most {VIDEO_MAX_FPS:g}/s for {seconds:g} s")
+
+    def frames(self, name: str, frames: Iterator[tuple[int, np.ndarray]], report: EnrollReport,
+               sampling: str) -> str:
+        """Gate every frame, then keep the best `video_samples` distinct faces; rejections are
+        reported as `name#frameN`."""
         candidates: list[Candidate] = []
         rejected_before = len(report.rejected)
         examined = 0
-        try:
-            for index, frame in iter_video_frames(cap, step):
-                examined += 1
-                label = f"{item.path.name}#frame{index}"
-                result = self.face_from_image(frame, label)
-                if isinstance(result, str):
-                    report.rejected.append((f"{item.path}#frame{index}", result))
-                else:
-                    candidates.append(result)
-        finally:
-            cap.release()
+        for index, frame in frames:
+            examined += 1
+            result = self.face_from_image(frame, f"{Path(name).name}#frame{index}")
+            if isinstance(result, str):
+                report.rejected.append((f"{name}#frame{index}", result))
+            else:
+                candidates.append(result)
         if examined == 0:
-            raise ImageError(f"{item.path}: cannot read any frame from the video")
+            raise ImageError(f"{name}: cannot read any frame")
+        kept_n = 0
         if candidates:
             vectors = np.array([c.embedding for c in candidates], np.float32)
             scores = np.array([quality(c.face_px, c.sharpness) for c in candidates])
@@ -354,12 +391,10 @@ class Enroller:
             for i in sorted(kept):
                 report.samples.append(self._sample(candidates[i]))
             for i in dups:
-                report.rejected.append((f"{item.path}#{candidates[i].source.rsplit('#', 1)[1]}", DUPLICATE))
+                report.rejected.append((f"{name}#{candidates[i].source.rsplit('#', 1)[1]}", DUPLICATE))
             report.surplus += len(surplus)
             kept_n = len(kept)
-        else:
-            kept_n = 0
-        log.info("%s: examined %d frames (every %d), kept %d", item.path, examined, step, kept_n)
+        log.info("%s: examined %d frames (%s), kept %d", name, examined, sampling, kept_n)
         return (f"{examined} frames examined, {kept_n} kept, "
                 f"{len(report.rejected) - rejected_before} rejected")
 

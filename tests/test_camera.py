@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.camera import Frame, Grabber, crop_and_resize, redact_url, source_kind
+from edged.camera import Frame, FrameSource, Grabber, crop_and_resize, redact_url, source_kind
 from edged.config import CameraConfig
 
 CLIP_FRAMES = 275
@@ -232,3 +232,28 @@ def test_v4l2_camera_reconnects_after_read_failure(clip_frames: list[np.ndarray]
     assert got[-1].t > got[0].t and abs(got[-1].t - time.monotonic()) < 5  # live: monotonic clock
     status = grabber.status()
     assert status.reconnects == 1 and status.state == "stopped"
+
+
+def test_enrolling_from_a_live_camera_samples_the_newest_frames(clip_frames: list[np.ndarray]) -> None:
+    """`edged enroll --camera`: at most 5 frames per second of wall time are examined, the rest are read
+    and dropped; the run ends after `seconds` or when the camera fails."""
+    from edged.enroll import iter_camera_frames
+
+    cams: list[FakeCamera] = []
+
+    def factory(source, api):
+        cams.append(FakeCamera(clip_frames, fail_after=1000))
+        return cams[-1]
+
+    source = FrameSource(CameraConfig(source="0"), capture_factory=factory)
+    source.open()
+    clock = lambda: cams[0].reads / 30.0  # noqa: E731  the camera's own 30 fps as the clock
+    got = [index for index, frame in iter_camera_frames(source, seconds=1.0, max_fps=5.0, clock=clock)]
+    assert 4 <= len(got) <= 5 and got[0] == 0 and all(6 <= b - a <= 7 for a, b in itertools.pairwise(got))
+    assert cams[0].reads == 30  # read through to the end of the second, then stopped
+    source.close()
+    cams.clear()
+    source = FrameSource(CameraConfig(source="0"), capture_factory=lambda s, a: cams.append(
+        FakeCamera(clip_frames, fail_after=8)) or cams[-1])
+    source.open()
+    assert [i for i, _ in iter_camera_frames(source, seconds=10.0, max_fps=5.0, clock=clock)] == [0, 6]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -242,6 +243,32 @@ def test_video_enrollment_lin_manuel_miranda(gallery):
     assert proc.returncode == 0, proc.stderr
     names = [[f["name"] for f in r["faces"]] for r in json.loads(proc.stdout)["results"]]
     assert names == [["lin-manuel-miranda"], ["obama"]]
+
+
+def test_camera_enrollment_watches_for_seconds(gallery, tmp_path):
+    """`--camera SOURCE --seconds S` with the clip standing in for a camera (a video file source counts
+    video time): the first 5 s hold Lin-Manuel small on a stage (rejected: too small), then close up."""
+    proc = g(gallery, "enroll", "lin-manuel-miranda", "--camera", str(FR / "short_hamilton_clip.mp4"),
+             "--seconds", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "look at the camera" in proc.stderr
+    result = json.loads(proc.stdout)
+    frames = [int(r["source"].rsplit("#frame", 1)[1]) for r in result["rejected"]]
+    assert result["added"] >= 3 and any(r["reason"].startswith("face too small") for r in result["rejected"])
+    with Gallery(gallery, create=False) as gal:
+        samples = gal.samples("lin-manuel-miranda")
+    kept = [int(s.source.rsplit("#frame", 1)[1]) for s in samples]
+    examined = sorted(frames + kept)
+    assert examined[-1] < 5 * 29.97 and all(b - a >= 6 for a, b in itertools.pairwise(examined))
+    assert len(samples) == result["added"] and all(s.face_px >= 80 for s in samples)
+
+    before = state(gallery)
+    for args, message in ((["--camera", str(tmp_path / "nope.mp4")], "nope.mp4: no such video file"),
+                          (["--camera", "/dev/video97"], "/dev/video97: no such camera device"),
+                          ([], "give at least one SOURCE or --camera"),
+                          (["--camera", str(FR / "short_hamilton_clip.mp4"), "--seconds", "0"], "--seconds")):
+        one_line_error(g(gallery, "enroll", "someone", *args), message)
+    assert state(gallery) == before
 
 
 def _lfw_folder(lfw_dir: Path, tmp_path: Path, count: int) -> Path:

@@ -30,10 +30,14 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("enroll", help="add face samples of one person to the gallery",
-                       description="Enroll NAME from images, directories of images and videos. Quality gates "
-                                   "(config section enroll) reject inputs with the reason printed.")
+                       description="Enroll NAME from images, directories of images, videos and/or a camera. "
+                                   "Quality gates (config section enroll) reject inputs with the reason printed.")
     p.add_argument("name", metavar="NAME", help="person name: letters, digits, '_', '.', '-'")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image, directory of images, or video file")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="image, directory of images, or video file")
+    p.add_argument("--camera", nargs="?", const="", metavar="SOURCE",
+                   help="also look at a camera for --seconds: 0, /dev/videoN, rtsp://... or a video file "
+                        "(default: config camera.source); the person should look at it and turn a little")
+    p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="how long to watch the camera (10)")
     p.add_argument("--display-name", metavar="TEXT", help="free-text name shown in events (default: NAME)")
     p.add_argument("--largest", action="store_true", help="take the largest face of pictures with several")
     p.add_argument("--embedder", choices=EMBEDDERS, help="default: the gallery's, else config embedder.name")
@@ -133,10 +137,15 @@ def cmd_enroll(ctx: Context) -> int:
     args = ctx.args
     name = validate_name(args.name)
     display = validate_display_name(args.display_name) if args.display_name is not None else None
+    if not args.sources and args.camera is None:
+        raise EdgedError("enroll: give at least one SOURCE or --camera")
+    if not 0 < args.seconds <= 3600:
+        raise EdgedError(f"--seconds: must be in (0, 3600], got {args.seconds:g}")
     items = expand_sources(args.sources)
     for item in items:
         if item.kind == "video":
             open_video(item.path)[0].release()
+    camera = _open_camera(ctx, args.camera) if args.camera is not None else None
     path = ctx.gallery_path()
     gallery = Gallery(path, create=False) if path.exists() else None
     if gallery is None:
@@ -151,6 +160,14 @@ def cmd_enroll(ctx: Context) -> int:
                 bar.update()
 
             report = enroller.run(items, on_item)
+        if camera is not None:
+            print(f"enroll {name}: look at the camera {camera.name} for {args.seconds:g} s, turning a little",
+                  file=sys.stderr)
+            try:
+                outcome = enroller.camera(camera, args.seconds, report)
+            finally:
+                camera.close()
+            log.info("enroll: %s: %s", camera.name, outcome)
         if report.samples:
             if gallery is None:
                 gallery = Gallery(path, create=True)
@@ -181,6 +198,20 @@ def cmd_enroll(ctx: Context) -> int:
         _err(f"no samples added for {name}: every input was rejected")
         return 1
     return 0
+
+
+def _open_camera(ctx: Context, source: str) -> Any:
+    """The camera to enroll from: `source`, else the config's camera.source; opened (CameraError if not)."""
+    import dataclasses
+
+    from edged.camera import FrameSource
+
+    cfg = ctx.config.camera
+    if source:
+        cfg = dataclasses.replace(cfg, source=int(source) if source.isdigit() else source)
+    camera = FrameSource(cfg)
+    camera.open()
+    return camera
 
 
 # ---- identify ----
