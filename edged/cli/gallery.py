@@ -7,7 +7,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from edged.gallery import (
     validate_display_name,
     validate_name,
 )
+
+if TYPE_CHECKING:
+    from edged.camera import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +166,14 @@ def cmd_enroll(ctx: Context) -> int:
         if camera is not None:
             print(f"enroll {name}: look at the camera {camera.name} for {args.seconds:g} s, turning a little",
                   file=sys.stderr)
-            try:
-                outcome = enroller.camera(camera, args.seconds, report)
-            finally:
-                camera.close()
-            log.info("enroll: %s: %s", camera.name, outcome)
+            log.info("enroll: %s: %s", camera.name, enroller.camera(camera, args.seconds, report))
         if report.samples:
             if gallery is None:
                 gallery = Gallery(path, create=True)
             gallery.add_samples(name, report.samples, display_name=display)
     finally:
+        if camera is not None:
+            camera.close()
         if gallery is not None:
             gallery.close()
     counts = report.reason_counts()
@@ -200,7 +201,7 @@ def cmd_enroll(ctx: Context) -> int:
     return 0
 
 
-def _open_camera(ctx: Context, source: str) -> Any:
+def _open_camera(ctx: Context, source: str) -> FrameSource:
     """The camera to enroll from: `source`, else the config's camera.source; opened (CameraError if not)."""
     import dataclasses
 
