@@ -3,21 +3,27 @@
 Every problem names the key path, the YAML line and what is wrong; all problems are
 collected before failing (`ConfigErrors`). Unknown keys are rejected. Secrets (the MQTT
 password) come from the file, `$EDGED_MQTT_PASSWORD`, a `password_file`, or systemd's
-`$CREDENTIALS_DIRECTORY/mqtt_password`, and are never part of repr() or logs.
+`$CREDENTIALS_DIRECTORY/mqtt_password`, and are never part of repr(), logs or error messages.
+
+The sections are frozen pydantic models (strict: YAML `"1"` is not an integer, `yes please` is
+not a boolean; finite numbers only). `parse_config` reads YAML with line numbers (`_compose`,
+which refuses anchors/aliases, non-standard tags and deep nesting), validates with pydantic and
+words each of pydantic's errors as one `"<file>: line N: key.path: message"` problem.
+Copy a section with changes with `section.model_copy(update={...})`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edged.errors import ConfigError
 
@@ -26,56 +32,79 @@ DEFAULT_MODELS_DIR = "~/.local/share/edged/models"
 SERVICE_GALLERY = "/var/lib/edged/gallery.db"
 SERVICE_MODELS_DIR = "/var/lib/edged/models"
 CREDENTIAL_NAME = "mqtt_password"
+#: A config file is a few KB; anything larger is refused before parsing.
+MAX_CONFIG_BYTES = 1 << 20
+#: Mappings/sequences nested deeper than this are refused (the schema needs 3).
+MAX_YAML_DEPTH = 32
+
+_TOPIC_HINT = "an MQTT topic without spaces, '#' or '+'"
 
 
-def _f(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,
-       pattern: str | None = None, hint: str | None = None, secret: bool = False, factory: Any = None) -> Any:
-    meta = {"min": min, "max": max, "pattern": pattern, "hint": hint}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta, repr=not secret)
-    return field(default=default, metadata=meta, repr=not secret)
+def _hint(text: str) -> dict[str, Any]:
+    """Field metadata: the wording used when a value does not match the field's `pattern`."""
+    return {"hint": text}
 
 
-@dataclass(frozen=True)
-class CameraConfig:
+class _Section(BaseModel):
+    """Base of every config section: frozen, unknown keys rejected, no type coercion, finite numbers only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False,
+                              hide_input_in_errors=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `tracking:` with nothing under it (null) means all defaults, like `tracking: {}`.
+        if isinstance(data, dict):
+            empty = {name: {} for name, f in cls.model_fields.items()
+                     if name in data and data[name] is None and _is_section(f.annotation)}
+            if empty:
+                return {**data, **empty}
+        return data
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+class CameraConfig(_Section):
     #: V4L2 index (0) or device (/dev/video0), rtsp:// or http(s):// URL, or a video file.
-    source: int | str = _f()
+    source: int | str
     #: Name of the camera in events.
-    name: str = _f("camera", pattern=r"^[A-Za-z0-9_.-]{1,64}$", hint="1-64 letters, digits, '_', '.' or '-'")
+    name: str = Field("camera", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                      json_schema_extra=_hint("1-64 letters, digits, '_', '.' or '-'"))
     #: Video files: pace at the file's fps like a live camera (true) or every frame at full speed (false).
     realtime: bool = True
     #: Video files: start again at the end instead of stopping.
     loop: bool = False
     #: Downscale frames wider than this (pixels); null keeps the source size.
-    max_width: int | None = _f(None, min=64, max=8192)
+    max_width: int | None = Field(None, ge=64, le=8192)
     #: Region of interest [left, top, right, bottom] in source pixels; null = whole frame.
     roi: list[int] | None = None
     #: First pause before reconnecting a lost source; doubles on every failed attempt...
-    reconnect_min_s: float = _f(0.5, min=0.05, max=600)
+    reconnect_min_s: float = Field(0.5, ge=0.05, le=600)
     #: ...up to this longest pause (seconds).
-    reconnect_max_s: float = _f(10.0, min=0.05, max=600)
+    reconnect_max_s: float = Field(10.0, ge=0.05, le=600)
     #: Consider the source lost after this long without a frame.
-    read_timeout_s: float = _f(5.0, min=0.5, max=600)
+    read_timeout_s: float = Field(5.0, ge=0.5, le=600)
 
 
-@dataclass(frozen=True)
-class DetectorConfig:
+class DetectorConfig(_Section):
     backend: Literal["hog", "mmod", "haar"] = "hog"
     #: Image doublings before detection (0 = fastest; 1 finds faces down to ~40 px).
-    upsample: int = _f(0, min=0, max=3)
+    upsample: int = Field(0, ge=0, le=3)
     #: Detect on the frame scaled by this factor (boxes are mapped back).
-    scale: float = _f(1.0, min=0.1, max=1.0)
+    scale: float = Field(1.0, ge=0.1, le=1.0)
     #: Run the detector every N frames, tracking in between (sooner when a track is lost).
-    every_n_frames: int = _f(3, min=1, max=1000)
+    every_n_frames: int = Field(3, ge=1, le=1000)
     #: Every N processed frames (and on the first) detect with one more upsample step instead:
     #: finds faces half the size (from ~40 px at upsample 0) at ~4x the cost; 0 = never.
-    small_faces_every_n_frames: int = _f(30, min=0, max=100000)
+    small_faces_every_n_frames: int = Field(30, ge=0, le=100000)
     #: Ignore faces smaller than this (pixels, full-frame coordinates).
-    min_face_px: int = _f(40, min=8, max=4096)
+    min_face_px: int = Field(40, ge=8, le=4096)
 
 
-@dataclass(frozen=True)
-class EmbedderConfig:
+class EmbedderConfig(_Section):
     name: Literal["dlib", "nn4"] = "dlib"
     #: nn4 only: a model name from `edged models list` or a weights file; null = best installed.
     weights: str | None = None
@@ -84,66 +113,60 @@ class EmbedderConfig:
     #: ONNX, CPU only, fastest there), or auto (onnxruntime on the CPU when installed, else torch).
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     #: CPU threads (torch, or onnxruntime's per-run threads); 0 = all cores.
-    threads: int = _f(0, min=0, max=256)
+    threads: int = Field(0, ge=0, le=256)
     #: Squared-L2 match threshold; null = the embedder's own.
-    threshold: float | None = _f(None, min=0.0, max=4.0)
+    threshold: float | None = Field(None, ge=0.0, le=4.0)
 
 
-@dataclass(frozen=True)
-class GalleryConfig:
+class GalleryConfig(_Section):
     path: str = DEFAULT_GALLERY
     #: How often the daemon checks the gallery for changes (seconds).
-    reload_check_s: float = _f(2.0, min=0.1, max=3600)
+    reload_check_s: float = Field(2.0, ge=0.1, le=3600)
 
 
-@dataclass(frozen=True)
-class MatchConfig:
+class MatchConfig(_Section):
     #: knn: nearest samples (default); svm: scikit-learn linear SVM with probabilities.
     method: Literal["knn", "svm"] = "knn"
     #: Per-person score: min distance, or mean of the k nearest samples of that person.
     score: Literal["min", "mean_k"] = "min"
-    k: int = _f(3, min=1, max=100)
+    k: int = Field(3, ge=1, le=100)
 
 
-@dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(_Section):
     #: Minimum IoU to associate a detection with a track.
-    iou_min: float = _f(0.3, min=0.0, max=1.0)
+    iou_min: float = Field(0.3, ge=0.0, le=1.0)
     #: Drop a track not confirmed by a detection for this long (seconds).
-    max_age_s: float = _f(1.0, min=0.05, max=600)
+    max_age_s: float = Field(1.0, ge=0.05, le=600)
     #: Follow faces between detections with dlib's correlation tracker.
     correlation: bool = True
     #: Re-recognise a settled track every this many seconds (0 = never).
-    recognize_every_s: float = _f(10.0, min=0.0, max=3600)
+    recognize_every_s: float = Field(10.0, ge=0.0, le=3600)
     #: A person "left" once their track is gone for this long (seconds); if the same person is
     #: recognised again within this window the new track continues the old one (no new event).
-    left_after_s: float = _f(2.0, min=0.0, max=3600)
+    left_after_s: float = Field(2.0, ge=0.0, le=3600)
     #: Correlation tracker: a peak-to-sidelobe ratio below this marks the track lost (detect next frame).
-    lost_psr: float = _f(5.0, min=0.0, max=100)
+    lost_psr: float = Field(5.0, ge=0.0, le=100)
 
 
-@dataclass(frozen=True)
-class VoteConfig:
+class VoteConfig(_Section):
     #: A name is given when K of the last M recognitions of a track agree.
-    k: int = _f(2, min=1, max=100)
-    m: int = _f(3, min=1, max=100)
+    k: int = Field(2, ge=1, le=100)
+    m: int = Field(3, ge=1, le=100)
 
 
-@dataclass(frozen=True)
-class EnrollConfig:
-    min_face_px: int = _f(80, min=8, max=4096)
+class EnrollConfig(_Section):
+    min_face_px: int = Field(80, ge=8, le=4096)
     #: Variance of the Laplacian on the aligned crop below this = too blurry.
-    blur_min: float = _f(40.0, min=0.0)
+    blur_min: float = Field(40.0, ge=0.0)
     #: Squared-L2 distance below which a new sample duplicates a stored one.
-    duplicate_max: float = _f(0.01, min=0.0, max=4.0)
+    duplicate_max: float = Field(0.01, ge=0.0, le=4.0)
     #: Video sources: keep at most this many distinct faces.
-    video_samples: int = _f(10, min=1, max=1000)
+    video_samples: int = Field(10, ge=1, le=1000)
     #: Keep aligned crops in the gallery (needed for `gallery reembed`).
     keep_crops: bool = True
 
 
-@dataclass(frozen=True)
-class TLSConfig:
+class TLSConfig(_Section):
     enabled: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
@@ -152,82 +175,77 @@ class TLSConfig:
     insecure: bool = False
 
 
-@dataclass(frozen=True)
-class MQTTConfig:
+class MQTTConfig(_Section):
+    #: Publish to a broker (off: events go only to the other outputs).
+    enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = _f(1883, min=1, max=65535)
+    port: int = Field(1883, ge=1, le=65535)
     #: Stable client id (clean session off): default edged-<device_id>.
     client_id: str | None = None
     username: str | None = None
-    password: str | None = _f(None, secret=True)
+    #: Secret: never in repr() nor in any error message (see `mqtt_password` for the other sources).
+    password: str | None = Field(None, repr=False, json_schema_extra={"secret": True})
     password_file: str | None = None
-    tls: TLSConfig = _f(factory=TLSConfig)
-    keepalive_s: int = _f(30, min=5, max=3600)
-    topic_prefix: str = _f("edged", pattern=r"^[^#+\s]+$", hint="an MQTT topic without spaces, '#' or '+'")
-    qos: int = _f(1, min=0, max=2)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    topic_prefix: str = Field("edged", pattern=r"^[^#+\s]+$", json_schema_extra=_hint(_TOPIC_HINT))
+    qos: int = Field(1, ge=0, le=2)
     #: Events kept in memory while the broker is unreachable (oldest dropped beyond).
-    queue_max: int = _f(1000, min=1, max=1_000_000)
+    queue_max: int = Field(1000, ge=1, le=1_000_000)
     #: Longest pause between reconnect attempts to the broker (seconds, backoff from 1 s).
-    reconnect_max_s: float = _f(30.0, min=1.0, max=3600)
+    reconnect_max_s: float = Field(30.0, ge=1.0, le=3600)
 
 
-@dataclass(frozen=True)
-class HomeAssistantConfig:
+class HomeAssistantConfig(_Section):
     enabled: bool = True
-    discovery_prefix: str = _f("homeassistant", pattern=r"^[^#+\s]+$",
-                               hint="an MQTT topic without spaces, '#' or '+'")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$", json_schema_extra=_hint(_TOPIC_HINT))
 
 
-@dataclass(frozen=True)
-class PresenceConfig:
+class PresenceConfig(_Section):
     #: A person goes "absent" after this long without a sighting (seconds).
-    absent_after_s: float = _f(60.0, min=1.0, max=86400)
+    absent_after_s: float = Field(60.0, ge=1.0, le=86400)
 
 
-@dataclass(frozen=True)
-class SnapshotConfig:
+class SnapshotConfig(_Section):
     enabled: bool = False
     #: face: the face crop; frame: the whole frame.
     kind: Literal["face", "frame"] = "face"
-    jpeg_quality: int = _f(85, min=10, max=100)
+    jpeg_quality: int = Field(85, ge=10, le=100)
 
 
-@dataclass(frozen=True)
-class ModelsConfig:
+class ModelsConfig(_Section):
     dir: str | None = None
 
 
-@dataclass(frozen=True)
-class LoggingConfig:
+class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: auto: journald when started by systemd, else stderr.
     target: Literal["auto", "journald", "stderr"] = "auto"
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
+class ServiceConfig(_Section):
     #: How often `edged run` updates systemd's STATUS= line and logs a summary (seconds).
-    status_every_s: float = _f(5.0, min=0.1, max=3600)
+    status_every_s: float = Field(5.0, ge=0.1, le=3600)
 
 
-@dataclass(frozen=True)
-class Config:
-    device_id: str = _f(pattern=r"^[A-Za-z0-9_-]{1,64}$", hint="1-64 letters, digits, '_' or '-'")
-    camera: CameraConfig = _f()
-    gallery: GalleryConfig = _f(factory=GalleryConfig)
-    mqtt: MQTTConfig = _f(factory=MQTTConfig)
-    detector: DetectorConfig = _f(factory=DetectorConfig)
-    embedder: EmbedderConfig = _f(factory=EmbedderConfig)
-    match: MatchConfig = _f(factory=MatchConfig)
-    tracking: TrackingConfig = _f(factory=TrackingConfig)
-    vote: VoteConfig = _f(factory=VoteConfig)
-    enroll: EnrollConfig = _f(factory=EnrollConfig)
-    homeassistant: HomeAssistantConfig = _f(factory=HomeAssistantConfig)
-    presence: PresenceConfig = _f(factory=PresenceConfig)
-    snapshots: SnapshotConfig = _f(factory=SnapshotConfig)
-    models: ModelsConfig = _f(factory=ModelsConfig)
-    logging: LoggingConfig = _f(factory=LoggingConfig)
-    service: ServiceConfig = _f(factory=ServiceConfig)
+class Config(_Section):
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                           json_schema_extra=_hint("1-64 letters, digits, '_' or '-'"))
+    camera: CameraConfig
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    vote: VoteConfig = Field(default_factory=VoteConfig)
+    enroll: EnrollConfig = Field(default_factory=EnrollConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    presence: PresenceConfig = Field(default_factory=PresenceConfig)
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
 
 class ConfigErrors(ConfigError):
@@ -240,47 +258,110 @@ class ConfigErrors(ConfigError):
 
 # ---- YAML with line numbers ----
 
+_STD_TAG = "tag:yaml.org,2002:"
+#: Explicit tags a config may use (`!!str 0123`); any other (`!!python/name:...`, `!local`, `!!binary`) is refused.
+_ALLOWED_TAGS = {None, "!", *(_STD_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))}
+
+
+class _Refused(Exception):
+    """YAML a config never needs (an alias, a foreign tag, deep nesting), at `mark`."""
+
+    def __init__(self, mark: yaml.Mark, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+def _short_tag(tag: str | None) -> str:
+    tag = tag or "?"
+    return "!!" + tag[len(_STD_TAG):] if tag.startswith(_STD_TAG) else tag
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that composes only plain data: no anchors or aliases (so no "billion laughs"), only the
+    standard scalar/collection tags, at most `MAX_YAML_DEPTH` levels of nesting. Checked on the event stream,
+    before anything is built."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(event.start_mark, f"YAML aliases are not allowed (*{event.anchor})")
+        if event.anchor is not None:
+            raise _Refused(event.start_mark, f"YAML aliases are not allowed (anchor &{event.anchor})")
+        tag = getattr(event, "tag", None)
+        if tag not in _ALLOWED_TAGS:
+            raise _Refused(event.start_mark, f"YAML tag {_short_tag(tag)} is not allowed")
+        if not isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(event.start_mark, f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _compose(text: str, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     """Parse YAML into plain values and a map from key path to (1-based) line."""
+    loader: _Loader | None = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigErrors([f"{name}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from exc
-    lines: dict[tuple[str, ...], int] = {}
-    if node is None:
-        return {}, lines
+        try:
+            loader = _Loader(text)
+            node = loader.get_single_node()
+        except _Refused as exc:
+            raise ConfigErrors([f"{name}: line {exc.mark.line + 1}: {exc.message}"]) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}:" if mark else ""
+            what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigErrors([f"{name}:{where} invalid YAML: {what}"]) from None  # its snippet may hold a secret
+        lines: dict[tuple[str, ...], int] = {}
+        if node is None:
+            return {}, lines
+        return _plain(node, loader, name, lines), lines
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _plain(node: yaml.Node, loader: _Loader, name: str, lines: dict[tuple[str, ...], int]) -> Any:
+    """The plain value of a composed `node`, recording the line of every key in `lines`."""
+
+    def where(n: yaml.Node, path: tuple[str, ...]) -> str:
+        return f"{name}: line {n.start_mark.line + 1}: {'.'.join(path) or '(top level)'}"
 
     def walk(n: yaml.Node, path: tuple[str, ...]) -> Any:
         lines[path] = n.start_mark.line + 1
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in n.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise ConfigErrors([f"{where(key_node, path)}: a key must be a plain name, not a "
+                                        f"{'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'}"])
                 key = str(key_node.value)
                 lines[(*path, key)] = key_node.start_mark.line + 1
                 if key in out:
-                    raise ConfigErrors([f"{name}: line {key_node.start_mark.line + 1}: "
-                                        f"{'.'.join((*path, key))}: duplicate key"])
+                    raise ConfigErrors([f"{where(key_node, (*path, key))}: duplicate key"])
                 out[key] = walk(value_node, (*path, key))
                 lines[(*path, key)] = key_node.start_mark.line + 1  # the key's line, not its value's
             return out
         if isinstance(n, yaml.SequenceNode):
             return [walk(v, (*path, str(i))) for i, v in enumerate(n.value)]
-        return _scalar(n)
+        with contextlib.suppress(Exception):  # a bad `!!int x`, an impossible date...: one problem, no traceback
+            return loader.construct_object(n, deep=True)
+        # raised outside the failure, so no chained exception carries the value (it may be a secret)
+        raise ConfigErrors([f"{where(n, path)}: cannot read the value as {_short_tag(n.tag)} "
+                            f"(quote it to make it a string)"])
 
-    return walk(node, ()), lines
-
-
-def _scalar(n: yaml.ScalarNode) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(n, deep=True)
-    finally:
-        loader.dispose()
+    return walk(node, ())
 
 
-# ---- validation ----
+# ---- validation: pydantic's errors in our words ----
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
@@ -292,109 +373,18 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(get_args(tp)[0])}"
     if tp is type(None):
         return "null"
-    if dataclasses.is_dataclass(tp):
+    if _is_section(tp):
         return "mapping"
     return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
 
 
-class _Validator:
-    def __init__(self, name: str, lines: dict[tuple[str, ...], int]) -> None:
-        self.name = name
-        self.lines = lines
-        self.problems: list[str] = []
-
-    def problem(self, path: tuple[str, ...], message: str) -> None:
-        probe = path
-        while probe and probe not in self.lines:
-            probe = probe[:-1]
-        line = self.lines.get(probe)
-        where = f" line {line}:" if line else ""
-        self.problems.append(f"{self.name}:{where} {'.'.join(path) or '(top level)'}: {message}")
-
-    def value(self, tp: Any, raw: Any, path: tuple[str, ...], meta: dict[str, Any]) -> Any:
-        origin = get_origin(tp)
-        if origin in (Union, types.UnionType):
-            options = get_args(tp)
-            if raw is None and type(None) in options:
-                return None
-            for opt in options:
-                if opt is type(None):
-                    continue
-                if self._matches(opt, raw):
-                    return self.value(opt, raw, path, meta)
-            self.problem(path, f"expected {_type_name(tp)}, got {_show(raw)}")
-            return None
-        if origin is Literal:
-            if raw not in get_args(tp):
-                self.problem(path, f"must be one of {', '.join(map(str, get_args(tp)))}, got {_show(raw)}")
-            return raw
-        if origin is list:
-            if not isinstance(raw, list):
-                self.problem(path, f"expected {_type_name(tp)}, got {_show(raw)}")
-                return None
-            return [self.value(get_args(tp)[0], v, (*path, str(i)), {}) for i, v in enumerate(raw)]
-        if dataclasses.is_dataclass(tp):
-            return self.section(tp, raw, path)
-        if not self._matches(tp, raw):
-            self.problem(path, f"expected {_type_name(tp)}, got {_show(raw)}")
-            return None
-        value = float(raw) if tp is float else raw
-        lo, hi, pattern = meta.get("min"), meta.get("max"), meta.get("pattern")
-        if lo is not None and value < lo:
-            self.problem(path, f"must be >= {lo}, got {value}")
-        if hi is not None and value > hi:
-            self.problem(path, f"must be <= {hi}, got {value}")
-        if pattern and isinstance(value, str) and not re.match(pattern, value):
-            self.problem(path, f"{value!r} is not allowed: {meta.get('hint') or 'must match ' + pattern}")
-        return value
-
-    @staticmethod
-    def _matches(tp: Any, raw: Any) -> bool:
-        if dataclasses.is_dataclass(tp):
-            return isinstance(raw, dict)
-        if get_origin(tp) is list:
-            return isinstance(raw, list)
-        if get_origin(tp) is Literal:
-            return raw in get_args(tp)
-        if tp is bool:
-            return isinstance(raw, bool)
-        if tp is int:
-            return isinstance(raw, int) and not isinstance(raw, bool)
-        if tp is float:
-            return isinstance(raw, int | float) and not isinstance(raw, bool)
-        if tp is str:
-            return isinstance(raw, str)
-        return isinstance(raw, tp)
-
-    def section(self, cls: Any, raw: Any, path: tuple[str, ...]) -> Any:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            self.problem(path, f"expected a mapping, got {_show(raw)}")
-            raw = {}
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key in raw:
-            if key not in fields:
-                close = [k for k in fields if k.startswith(str(key)[:3])]
-                hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(fields)})"
-                self.problem((*path, str(key)), f"unknown key{hint}")
-        kwargs: dict[str, Any] = {}
-        for name, f in fields.items():
-            if name in raw:
-                kwargs[name] = self.value(hints[name], raw[name], (*path, name), dict(f.metadata))
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.problem((*path, name), "required key missing")
-        if any(p.startswith(f"{self.name}:") for p in self.problems):
-            try:
-                return cls(**{k: v for k, v in kwargs.items() if v is not None or _allows_none(hints[k])})
-            except TypeError:
-                return None
-        return cls(**kwargs)
-
-
-def _allows_none(tp: Any) -> bool:
-    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+def _without_none(tp: Any) -> Any:
+    """`X | None` -> X (pydantic validates it as a nullable X: no union member in the error's loc)."""
+    if get_origin(tp) in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if len(options) == 1:
+            return options[0]
+    return tp
 
 
 def _show(raw: Any) -> str:
@@ -407,7 +397,158 @@ def _show(raw: Any) -> str:
     return f"{raw!r}"
 
 
-def _semantic_checks(cfg: Config, v: _Validator) -> None:
+def _kind(raw: Any) -> str:
+    """What `raw` is, without its value (for secrets)."""
+    if isinstance(raw, bool):
+        return "true/false"
+    if isinstance(raw, int):
+        return "an integer"
+    if isinstance(raw, float):
+        return "a number"
+    if isinstance(raw, str):
+        return "a string"
+    return _show(raw) if isinstance(raw, dict | list) or raw is None else f"a {type(raw).__name__}"
+
+
+class _Report:
+    """The problems of one file, one line each: `"<file>: line N: key.path: message"`."""
+
+    def __init__(self, name: str, lines: dict[tuple[str, ...], int]) -> None:
+        self.name = name
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        probe = path  # the line of the key, else of the nearest enclosing key that is in the file
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe)
+        where = f" line {line}:" if line else ""
+        self.problems.append(f"{self.name}:{where} {'.'.join(path) or '(top level)'}: {message}")
+
+
+class _Where(typing.NamedTuple):
+    path: tuple[str, ...]     # the key path in the file (pydantic's union member tags dropped)
+    key_len: int              # path[:key_len] is the deepest section key (what `_partial` replaces)
+    tp: Any                   # the declared type of what failed (None: an unknown key)
+    field: Any                # its pydantic FieldInfo when it is a section key itself, else None
+    owner: type[BaseModel]    # the section holding the last key
+
+
+def _locate(loc: tuple[int | str, ...]) -> _Where:
+    """Follow an error's `loc` through the schema, from `Config`."""
+    tp: Any = Config
+    owner: type[BaseModel] = Config
+    field: Any = None
+    path: list[str] = []
+    key_len = 0
+    for item in loc:
+        here = _without_none(tp)
+        field = None
+        if _is_section(here):
+            owner = here
+            field = here.model_fields.get(str(item))
+            tp = field.annotation if field is not None else None
+            path.append(str(item))
+            key_len = len(path)
+        elif get_origin(here) is list:
+            tp = get_args(here)[0]
+            path.append(str(item))
+        elif get_origin(here) in (Union, types.UnionType) and isinstance(item, str):
+            continue  # pydantic names the union member it tried: `camera.source.int`
+        else:
+            tp = None
+            path.append(str(item))
+    return _Where(tuple(path), key_len, tp, field, owner)
+
+
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "less_than_equal": ("<=", "le"),
+           "greater_than": (">", "gt"), "less_than": ("<", "lt")}
+
+
+def _extra(field: Any, key: str) -> Any:
+    extra = getattr(field, "json_schema_extra", None)
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
+def _message(err: Any, at: _Where) -> str:
+    kind, raw, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "missing":
+        return "required key missing"
+    if kind == "extra_forbidden":
+        known = list(at.owner.model_fields)
+        close = [k for k in known if k.startswith(at.path[-1][:3])]
+        return "unknown key" + (f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})")
+    secret = bool(_extra(at.field, "secret"))
+    shown = f"{_kind(raw)} (not shown)" if secret else _show(raw)
+    base = _without_none(at.tp)
+    if kind in _BOUNDS:
+        op, name = _BOUNDS[kind]
+        # the bound as written in the schema (pydantic's ctx has it converted to the field's type)
+        bound = next((getattr(m, name) for m in getattr(at.field, "metadata", ()) if hasattr(m, name)),
+                     ctx.get(name))
+        value = float(raw) if base is float and isinstance(raw, int | float) else raw
+        return f"must be {op} {bound}, got {'a value (not shown)' if secret else value}"
+    if kind == "string_pattern_mismatch":
+        return f"{shown} is not allowed: {_extra(at.field, 'hint') or 'must match ' + str(ctx.get('pattern'))}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {shown}"
+    if _is_section(base):
+        return f"expected a mapping, got {shown}"
+    if get_origin(base) is Literal:
+        return f"must be one of {', '.join(map(str, get_args(base)))}, got {shown}"
+    if at.tp is not None and (kind.endswith("_type") or kind.endswith("_parsing")):
+        return f"expected {_type_name(at.tp)}, got {shown}"
+    msg = str(err.get("msg") or kind)
+    return msg[:1].lower() + msg[1:]
+
+
+#: Errors about a value of the right type (out of range, not matching the pattern): the old validator kept
+#: such values for the semantic checks, and so does `_partial`.
+_KEEP = {*_BOUNDS, "string_pattern_mismatch"}
+
+
+def _validate(raw: dict[str, Any], report: _Report) -> Config | None:
+    """The config, with every pydantic error reported. When there are errors: the config the semantic checks
+    can still look at (`_partial`), or None when a required key is missing or unusable."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    seen: set[tuple[tuple[str, ...], str]] = set()
+    bad: dict[tuple[str, ...], bool] = {}  # section key -> its value is unusable (else: kept, see _KEEP)
+    for err in errors:
+        at = _locate(err["loc"])
+        message = _message(err, at)
+        if (at.path, message) not in seen:  # a union reports once per member
+            seen.add((at.path, message))
+            report.problem(at.path, message)
+        key = at.path[:at.key_len]
+        bad[key] = bad.get(key, False) or err["type"] not in _KEEP or len(at.path) > at.key_len
+    return _partial(Config, raw, (), bad)
+
+
+def _partial(cls: type[_Section], data: dict[str, Any], prefix: tuple[str, ...],
+             bad: dict[tuple[str, ...], bool]) -> Any:
+    """`cls` from data that failed validation, unvalidated (`model_construct`): an unusable value (wrong type,
+    unknown choice) is replaced by its default, like the old validator did; None if that value is required."""
+    values: dict[str, Any] = {}
+    for name, f in cls.model_fields.items():
+        path = (*prefix, name)
+        if name not in data or bad.get(path):
+            if f.is_required():
+                return None
+            continue
+        value = data[name]
+        if _is_section(f.annotation):
+            value = _partial(f.annotation, value or {}, path, bad)
+            if value is None:
+                return None
+        values[name] = value
+    return cls.model_construct(**values)
+
+
+def _semantic_checks(cfg: Config, v: _Report) -> None:
     roi = cfg.camera.roi
     if roi is not None and (len(roi) != 4 or any(not isinstance(x, int) for x in roi) or min(roi) < 0
                             or roi[2] <= roi[0] or roi[3] <= roi[1]):
@@ -436,12 +577,14 @@ def _semantic_checks(cfg: Config, v: _Validator) -> None:
 
 def parse_config(text: str, name: str = "<config>") -> Config:
     """Validate YAML text; raises `ConfigErrors` listing every problem."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigErrors([f"{name}: too large ({len(text)} characters; a config is at most 1 MiB)"])
     raw, lines = _compose(text, name)
-    v = _Validator(name, lines)
+    v = _Report(name, lines)
     if not isinstance(raw, dict):
         v.problem((), f"expected a mapping at the top level, got {_show(raw)}")
         raise ConfigErrors(v.problems)
-    cfg = v.section(Config, raw, ())
+    cfg = _validate(raw, v)
     if cfg is not None:
         _semantic_checks(cfg, v)
     if v.problems or cfg is None:
@@ -458,7 +601,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML config file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # never more: /dev/zero or a huge file is refused, not read
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigErrors([f"{p}: too large (a config is at most 1 MiB)"])
+        text = data.decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigErrors([f"{p}: no such file"]) from exc
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,8 +1,43 @@
-"""Small frozen value types passed between stages."""
+"""Value types passed between stages and to the sinks, and the state enums, defined once.
+
+Everything here is frozen and free of I/O: frames, boxes, match results, and the items of the
+daemon's event stream (`StreamItem`): identity events, presence changes, the enrolled people
+(for Home Assistant discovery) and health reports. Enums are `StrEnum`s, so they compare equal to
+(and serialise as) their string values in payloads and logs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+
+class EventKind(StrEnum):
+    """What an identity event says about a track."""
+
+    RECOGNIZED = "recognized"
+    UNKNOWN = "unknown"
+    LEFT = "left"
+
+
+class PresenceState(StrEnum):
+    PRESENT = "present"
+    ABSENT = "absent"
+
+
+class SourceState(StrEnum):
+    """What a camera grabber is doing."""
+
+    STARTING = "starting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    #: End of a video file (without `loop`).
+    ENDED = "ended"
+    #: Unusable as configured (e.g. the region of interest lies outside the frame).
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +89,11 @@ class Box:
             self.score,
         )
 
+    def expanded(self, factor: float, width: int, height: int) -> Box:
+        """The box grown by `factor` of its size on every side, clipped to a `width` x `height` image."""
+        dx, dy = round(self.width * factor), round(self.height * factor)
+        return Box(self.left - dx, self.top - dy, self.right + dx, self.bottom + dy, self.score).clipped(width, height)
+
     def iou(self, other: Box) -> float:
         """Intersection over union with another box (0 when disjoint)."""
         ix = max(0, min(self.right, other.right) - max(self.left, other.left))
@@ -61,3 +101,90 @@ class Box:
         inter = ix * iy
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One RGB frame and when it was taken."""
+
+    image: np.ndarray
+    #: Running frame number of this source (keeps counting across reconnects and loops).
+    index: int
+    #: Timeline seconds: video time for files, `time.monotonic()` at capture for live sources.
+    t: float
+    #: Wall-clock time (epoch seconds) at capture.
+    wall: float
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """The verdict of the gallery for one face."""
+
+    #: The person named, or None (unknown).
+    name: str | None
+    #: Squared L2 to the candidate's score (its nearest sample, or the mean of its k nearest).
+    distance: float
+    confidence: float
+    #: The nearest person, named or not.
+    candidate: str | None
+
+
+@dataclass(frozen=True)
+class IdentityEvent:
+    """A decision about a track, published once."""
+
+    kind: EventKind
+    track_id: int
+    person: str | None
+    distance: float
+    confidence: float
+    box: Box
+    frame: int
+    t: float
+    wall: float
+    #: The frame the decision was made on (recognized / unknown; a reference, not a copy), for the sinks
+    #: that show the face (snapshots). The event stream strips it for sinks that do not ask for images.
+    image: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """A person became present or absent; `last_seen` is the wall-clock time of the last sighting."""
+
+    person: str
+    state: PresenceState
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class PersonEntity:
+    """An enrolled person as the outputs see them."""
+
+    name: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class PeopleChanged:
+    """The enrolled people after the gallery (re)loaded, sorted by name."""
+
+    people: tuple[PersonEntity, ...]
+
+
+@dataclass(frozen=True)
+class Health:
+    """The daemon's state, reported every `service.status_every_s` and when something changes."""
+
+    #: One line for logs and systemd's STATUS=.
+    status: str
+    fps: float
+    camera: SourceState
+    tracks: int
+    last_person: str | None
+    wall: float
+    #: A live camera that stopped delivering frames without failing.
+    camera_stalled: bool = False
+
+
+#: What flows to the sinks.
+StreamItem = IdentityEvent | PresenceChange | PeopleChanged | Health

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edged.gallery import Gallery, GallerySnapshot, NewSample  # noqa: E402
-from edged.match import Matcher  # noqa: E402
+from edged.gallery.match import Matcher  # noqa: E402
+from edged.gallery.store import Gallery, GallerySnapshot, NewSample  # noqa: E402
 
 KNN = ROOT.parent / "shared" / "data" / "face_recognition-examples" / "knn_examples"
 
@@ -99,10 +99,10 @@ def bench_counter() -> None:
 
 def bench_images() -> None:
     from edged.config import EnrollConfig
-    from edged.embed import get_embedder
-    from edged.enroll import Enroller, expand_sources
-    from edged.faces import FacePipeline
-    from edged.imageio import load_image
+    from edged.embed.faces import FacePipeline
+    from edged.gallery.enroll import Enroller, expand_sources
+    from edged.models.embedders import get_embedder
+    from edged.vision.imageio import load_image
 
     pipeline = FacePipeline(get_embedder("dlib"))
     train = expand_sources([KNN / "train"])

@@ -49,9 +49,9 @@ SHARED = Path(os.environ.get("EDGED_SHARED", ROOT.parent / "shared"))
 
 
 def real_faces() -> list[np.ndarray]:
-    from edged.align import OPENFACE_96, FaceAligner
-    from edged.detect import FaceDetector
-    from edged.imageio import load_image
+    from edged.vision.align import OPENFACE_96, FaceAligner
+    from edged.vision.detect import FaceDetector
+    from edged.vision.imageio import load_image
 
     detector, aligner = FaceDetector("hog", upsample=1), FaceAligner(OPENFACE_96)
     faces = []
@@ -80,11 +80,11 @@ def build_runtimes(weights: Path, workdir: Path, threads: int, spin: str) -> tup
     import cv2
     import torch
 
-    from edged.embed.nn4 import create_nn4_embedder
-    from edged.embed.nn4_fast import FastNN4, export_onnx
-    from edged.embed.onnx_export import export_plain_onnx
-    from edged.nn4_weights import load_nn4
-    from edged.preprocess import to_network_input
+    from edged.embed.nn4.fast import FastNN4, export_onnx
+    from edged.embed.nn4.onnx_export import export_plain_onnx
+    from edged.embed.nn4.preprocess import to_network_input
+    from edged.embed.nn4.weights import load_nn4
+    from edged.models.embedders import create_nn4_embedder
 
     torch.set_num_threads(threads)
     model = load_nn4(weights)
@@ -144,10 +144,10 @@ def main() -> int:
 
     import torch
 
-    from edged.embed.nn4_net import NN4Small2
-    from edged.embed.nn4_ort import usable_cores
-    from edged.models import NN4_ALIGNMENT
-    from edged.nn4_weights import save_weights
+    from edged.embed.nn4.net import NN4Small2
+    from edged.embed.nn4.ort import usable_cores
+    from edged.embed.nn4.weights import save_weights
+    from edged.models.store import NN4_ALIGNMENT
 
     threads = usable_cores()
     with tempfile.TemporaryDirectory() as tmp:

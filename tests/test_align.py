@@ -5,25 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edged.align import (
+from edged.embed.nn4.preprocess import IMG_DIM, to_network_input
+from edged.types import Box
+from edged.vision.align import (
     DLIB_CHIP_150,
+    INNER_EYES_AND_BOTTOM_LIP,
+    MINMAX_TEMPLATE,
     OPENFACE_96,
+    OUTER_EYES_AND_NOSE,
+    OUTER_EYES_AND_NOSE_5,
     FaceAligner,
     LandmarkPredictor,
     align_openface,
     openface_transform,
 )
-from edged.detect import FaceDetector
-from edged.imageio import load_image
-from edged.preprocess import (
-    IMG_DIM,
-    INNER_EYES_AND_BOTTOM_LIP,
-    MINMAX_TEMPLATE,
-    OUTER_EYES_AND_NOSE,
-    OUTER_EYES_AND_NOSE_5,
-    to_network_input,
-)
-from edged.types import Box
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 
 
 @pytest.fixture(scope="module")

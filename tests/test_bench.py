@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.bench import (
+from edged.bench.common import (
     BenchError,
     interleaved,
     nearest_rows,
@@ -183,7 +183,7 @@ def test_synthetic_queries_lie_at_the_asked_distance() -> None:
 def test_resize_to_crops_to_the_aspect_ratio(shared: Path) -> None:
     import cv2
 
-    from edged.imageio import load_image
+    from edged.vision.imageio import load_image
 
     photo = load_image(shared / "data/face_recognition-examples/obama-1080p.jpg")
     small = resize_to(photo, 640, 480)

@@ -70,9 +70,9 @@ def test_ten_folds_json_and_roc(setup):
     assert out["images"] == len(images) == out["computed"]
     # fallbacks = images where dlib HOG (upsample 1) finds no face, not even at the retry's lowered
     # threshold; counted here independently
-    from edged.detect import FaceDetector
-    from edged.facecache import RETRY_MIN_SCORE
-    from edged.imageio import load_image
+    from edged.eval.facecache import RETRY_MIN_SCORE
+    from edged.vision.detect import FaceDetector
+    from edged.vision.imageio import load_image
 
     detector = FaceDetector("hog", upsample=1, min_score=RETRY_MIN_SCORE)
     assert out["fallbacks"] == sum(1 for p in images if not detector.detect(load_image(p)))

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.models import registry_path
+from edged.models.registry import registry_path
 from tests.conftest import run_cli
 
 PEOPLE = ["lennon-1", "lennon-2", "clapton-1", "clapton-2"]

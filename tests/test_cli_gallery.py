@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.gallery import COMMIT_DELAY_ENV, SCHEMA_VERSION, Gallery, NewSample
-from edged.plots import colour
+from edged.eval.plots import colour
+from edged.gallery.store import SCHEMA_VERSION, Gallery, NewSample
 from tests.conftest import FR, ROOT, run_cli
 
 TRAIN = FR / "knn_examples" / "train"
@@ -301,14 +301,13 @@ def _kill_when(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -
 def test_kill_9_mid_enroll_leaves_gallery_as_before(gallery, lfw_dir, tmp_path, moment):
     folder = _lfw_folder(lfw_dir, tmp_path, 30 if moment == "processing" else 3)
     before = state(gallery)
-    env = {**os.environ}
     marker = "enroll: "  # -v logs one line per processed image
+    command = [sys.executable, "-m", "edged"]
     if moment == "inside-transaction":
-        env[COMMIT_DELAY_ENV] = "60"
+        command = [sys.executable, "-m", "tests.slow_commit", "60"]  # every gallery write waits before COMMIT
         marker = "pausing"  # rows inserted, COMMIT not yet run
-    proc = subprocess.Popen([sys.executable, "-m", "edged", "-v", "--gallery", str(gallery), "enroll", "george",
-                             str(folder)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([*command, "-v", "--gallery", str(gallery), "enroll", "george", str(folder)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = _kill_when(proc, marker)
     assert proc.returncode == -signal.SIGKILL
     if moment == "processing":

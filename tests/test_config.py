@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
+import time
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from edged.config import Config, ConfigErrors, load_config, mqtt_password, parse_config
+from edged.config import (
+    CameraConfig,
+    Config,
+    ConfigErrors,
+    MQTTConfig,
+    default_config,
+    load_config,
+    mqtt_password,
+    parse_config,
+)
 from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.pure  # no ../shared data: YAML text, tmp files and `edged check-config`
 
 MINIMAL = """\
 device_id: door
@@ -39,13 +50,12 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     load_config(example)
     text = example.read_text()
 
-    def keys(cls: type) -> list[str]:
+    def keys(cls: type[BaseModel]) -> list[str]:
         out = []
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            out.append(f.name)
-            if dataclasses.is_dataclass(hints[f.name]):
-                out += keys(hints[f.name])
+        for name, f in cls.model_fields.items():
+            out.append(name)
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                out += keys(f.annotation)
         return out
 
     missing = [k for k in keys(Config) if f"{k}:" not in text]
@@ -145,3 +155,114 @@ def test_check_config_cli(tmp_path: Path) -> None:
     result = json.loads(done.stdout)["results"][0]
     assert result["ok"] is False and result["problems"] == [f"{tmp_path / 'missing.yaml'}: no such file"]
     assert run_cli("check-config", str(ROOT / "config" / "edged.yaml")).returncode == 0
+
+
+BASE = "device_id: d\ncamera: {source: 0}\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (BASE + "embedder: {threshold: .nan}\n",
+     "edged.yaml: line 3: embedder.threshold: must be a finite number, got nan"),
+    ("device_id: d\ncamera:\n  source: 0\n  reconnect_min_s: .inf\n",
+     "edged.yaml: line 4: camera.reconnect_min_s: must be a finite number, got inf"),
+    (BASE + "mqtt:\n  reconnect_max_s: -.inf\n",
+     "edged.yaml: line 4: mqtt.reconnect_max_s: must be a finite number, got -inf"),
+    (BASE + "enroll: {blur_min: .NaN}\n", "edged.yaml: line 3: enroll.blur_min: must be a finite number, got nan"),
+])
+def test_non_finite_numbers_are_refused_with_key_and_line(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def billion_laughs(levels: int = 9) -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels + 1):
+        name, prev = chr(ord("a") + i), chr(ord("a") + i - 1)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines += [f"# {'padding ' * 12}"] * 12  # ~2 KB in all
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_at_once() -> None:
+    bomb = billion_laughs()
+    assert len(bomb) > 1500
+    started = time.perf_counter()
+    found = problems(bomb)
+    assert time.perf_counter() - started < 1.0
+    assert found == ["edged.yaml: line 1: YAML aliases are not allowed (anchor &a)"]
+    assert problems(BASE + "mqtt: *m\n") == ["edged.yaml: line 3: YAML aliases are not allowed (*m)"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (BASE + "x: !!python/name:os.system\n", "edged.yaml: line 3: YAML tag !!python/name:os.system is not allowed"),
+    (BASE + "x: !!python/object/apply:os.system [ls]\n",
+     "edged.yaml: line 3: YAML tag !!python/object/apply:os.system is not allowed"),
+    (BASE + "x: !env HOME\n", "edged.yaml: line 3: YAML tag !env is not allowed"),
+    (BASE + "mqtt: {port: !!int abc}\n",
+     "edged.yaml: line 3: mqtt.port: cannot read the value as !!int (quote it to make it a string)"),
+    (BASE + "camera2: 2024-13-45\n",
+     "edged.yaml: line 3: camera2: cannot read the value as !!timestamp (quote it to make it a string)"),
+    (BASE + "x: " + "[" * 40 + "]" * 40 + "\n", "edged.yaml: line 3: YAML nested deeper than 32 levels"),
+    (BASE + "? [a, b]\n: 1\n", "edged.yaml: line 3: (top level): a key must be a plain name, not a list"),
+])
+def test_unsafe_or_unreadable_yaml_is_one_problem(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_deep_nesting_is_refused_quickly() -> None:
+    started = time.perf_counter()
+    found = problems("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert found == ["edged.yaml: line 1: YAML nested deeper than 32 levels"]
+    assert time.perf_counter() - started < 1.0
+
+
+def test_too_large_file_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text(BASE + "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(big)
+    assert info.value.problems == [f"{big}: too large (a config is at most 1 MiB)"]
+
+
+def test_check_config_never_runs_python_tags(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE + f"x: !!python/object/apply:os.system ['touch {marker}']\n")
+    done = run_cli("check-config", str(bad))
+    assert done.returncode == 2 and not marker.exists()
+    assert done.stderr.splitlines() == [
+        f"edged: error: {bad}: line 3: YAML tag !!python/object/apply:os.system is not allowed"]
+
+
+@pytest.mark.parametrize("value", ["123456", "!!int 123456", "!!float 123456x", "[123456]", "{pw: 123456}", "123456.5"])
+def test_wrong_typed_password_is_never_echoed(value: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(f"{BASE}mqtt:\n  password: {value}\n", "edged.yaml")
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith("edged.yaml: line 4: mqtt.password: ")
+    assert "123456" not in str(info.value) and "123456" not in repr(info.value.problems)
+    assert "123456" not in f"{info.value.__cause__} {info.value.__context__}"  # nor in a traceback
+
+
+def test_empty_sections_mean_defaults() -> None:
+    cfg = parse_config(BASE + "tracking:\nmqtt:\n  tls:\n")
+    assert cfg.tracking == Config.model_fields["tracking"].default_factory() and cfg.mqtt.tls.enabled is False
+
+
+def test_sections_are_built_and_copied_from_python() -> None:
+    cam = CameraConfig(source="0", reconnect_min_s=0.1)
+    assert (cam.source, cam.reconnect_min_s, cam.reconnect_max_s, cam.realtime) == ("0", 0.1, 10.0, True)
+    assert CameraConfig(source=0, reconnect_max_s=1).reconnect_max_s == 1.0  # an int is a number
+    mqtt = MQTTConfig(host="127.0.0.1", port=1884, keepalive_s=5, password="pw-x")
+    assert (mqtt.port, mqtt.keepalive_s, mqtt.qos) == (1884, 5, 1) and "pw-x" not in repr(mqtt)
+    cfg = default_config("clip.mp4", "bench")
+    assert (cfg.device_id, cfg.camera.source) == ("bench", "clip.mp4")
+    moved = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"source": 2})})
+    assert moved.camera.source == 2 and cfg.camera.source == "clip.mp4" and moved.vote == cfg.vote
+    with pytest.raises(ValidationError):
+        cam.source = 1  # frozen
+    with pytest.raises(ValidationError):
+        CameraConfig(source="0", max_width="640")  # strict: no "640" -> 640
+    with pytest.raises(ValidationError):
+        CameraConfig(source="0", reconnect_min_s=float("nan"))
+    with pytest.raises(ValidationError) as info:
+        MQTTConfig(password=123456)
+    assert "123456" not in str(info.value)

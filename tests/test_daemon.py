@@ -20,33 +20,28 @@ import numpy as np
 import pytest
 import yaml
 
-from edged.camera import Frame
 from edged.config import parse_config
-from edged.daemon import Daemon, RunStats
-from edged.detect import FaceDetector
-from edged.faces import FacePipeline
-from edged.gallery import Gallery
-from edged.match import Matcher
-from edged.pipeline import RecognitionPipeline
-from edged.service import Notifier, setup_logging
-from tests.conftest import ROOT, run_cli
+from edged.embed.faces import FacePipeline
+from edged.gallery.match import Matcher
+from edged.gallery.store import Gallery
+from edged.runtime.daemon import Daemon
+from edged.runtime.mqtt import MqttSink, event_payload
+from edged.runtime.pipeline import RecognitionPipeline
+from edged.runtime.sinks import RecordingSink
+from edged.runtime.stats import RunStats
+from edged.runtime.systemd import Notifier, setup_logging
+from edged.types import Frame
+from edged.vision.detect import FaceDetector
+from tests.conftest import CLIP_FPS as FPS
+from tests.conftest import LIN, ROOT, enroll_cli, run_cli, wait_until
 from tests.mosquitto import Broker, Subscriber, require_mosquitto
-
-LIN = "lin-manuel-miranda"
-FPS = 29.97
-
-
-@pytest.fixture(scope="module")
-def clip(fr_dir: Path) -> Path:
-    return fr_dir / "short_hamilton_clip.mp4"
 
 
 @pytest.fixture(scope="module")
 def lin_gallery_file(tmp_path_factory: pytest.TempPathFactory, fr_dir: Path) -> Path:
     """A gallery holding lin-manuel-miranda.png, made the way a user would."""
     path = tmp_path_factory.mktemp("gallery") / "gallery.db"
-    done = run_cli("--gallery", str(path), "enroll", LIN, str(fr_dir / "lin-manuel-miranda.png"))
-    assert done.returncode == 0, done.stderr
+    enroll_cli(path, LIN, fr_dir / "lin-manuel-miranda.png")
     return path
 
 
@@ -86,7 +81,7 @@ def test_small_face_scans_find_a_distant_face(clip: Path, lin_gallery_file: Path
     """Frames 0-19 show Lin-Manuel small, on a stage (~53 px): the cheap upsample-0 runs miss him,
     the periodic upsample-1 scan (on the first frame, then every 15th) finds and names him."""
     cfg = parse_config(config_text(clip, lin_gallery_file, 1883, detector={"small_faces_every_n_frames": every}))
-    pipeline = RecognitionPipeline(cfg, dlib_embedder)
+    pipeline = RecognitionPipeline.from_config(cfg, dlib_embedder)
     with Gallery(lin_gallery_file, create=False) as g:
         pipeline.set_matcher(Matcher(g.snapshot(dlib_embedder.version), dlib_embedder.threshold))
     cap = cv2.VideoCapture(str(clip))
@@ -180,15 +175,6 @@ class DaemonThread:
         return self.stats
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
 def events_of(sub: Subscriber) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in sub.on("edged/door/event")]
 
@@ -256,7 +242,8 @@ def test_run_hamilton_clip_as_a_service(tmp_path: Path, lin_gallery: Path, clip:
 
     stats = json.loads(stats_file.read_text())
     assert stats["exit_reason"] == "SIGTERM" and stats["ready"] and stats["frames_processed"] > 5
-    assert stats["gallery_reloads"] >= 1 and stats["mqtt"]["dropped"] == 0
+    assert stats["gallery_reloads"] >= 1 and stats["sinks"]["mqtt"]["dropped"] == 0
+    assert stats["sinks"]["mqtt"]["queue"]["dropped"] == 0 and stats["sinks"]["mqtt"]["queue"]["errors"] == 0
     assert stats["people"][LIN]["recognized_frame"] >= stats["people"][LIN]["first_detected_frame"]
 
 
@@ -267,16 +254,20 @@ def test_whole_clip_events_latency_and_presence(tmp_path: Path, lin_gallery: Pat
         sub = Subscriber(broker.port, ["edged/door/#"])
         cfg = parse_config(config_text(clip, lin_gallery, broker.port, camera={"realtime": False},
                                        presence={"absent_after_s": 1.0}, snapshots={"enabled": True}))
-        stats = Daemon(cfg, embedder=dlib_embedder).run()
+        recorder = RecordingSink()
+        stats = Daemon(cfg, embedder=dlib_embedder, sinks=[recorder]).run()
         assert sub.wait_for(lambda ms: ms[-1].payload == b"offline", 5)
         sub.close()
     assert stats.exit_reason == "end of video"
     assert stats.frames_read == stats.frames_processed == 275 and stats.frames_dropped == 0
-    assert stats.embeds < 20, "faces must not be embedded on every frame"
-    assert stats.detector_runs < 275 and all(stats.seconds[k] > 0 for k in ("decode", "detect", "embed"))
+    assert stats.pipeline.embeds < 20, "faces must not be embedded on every frame"
+    assert stats.pipeline.detector_runs < 275 and all(stats.seconds[k] > 0 for k in ("decode", "detect", "embed"))
     assert stats.peak_rss_mb > 50 and stats.cpu_s > 0 and stats.realtime_factor > 0
 
     events = events_of(sub)
+    # the recording sink saw exactly what the MQTT sink delivered to a real broker, in the same order
+    assert [event_payload(e, "door", "stage") for e in recorder.events] == events
+    assert all(s["queue"]["dropped"] == 0 and s["queue"]["errors"] == 0 for s in stats.sinks.values())
     kinds = [(e["type"], e["person"]) for e in events]
     # two visits: a small figure on the stage (frames 0-~20, found by the small-face scans), then
     # close up from frame ~82, more than left_after_s later: each visit is recognized once, then left
@@ -315,18 +306,19 @@ def test_broker_outage_loses_no_events(tmp_path: Path, lin_gallery: Path, clip: 
         # a persistent subscriber (clean session off): the broker keeps its QoS-1 messages across the restart
         sub = Subscriber(broker.port, ["edged/door/event"], client_id="test-listener")
         cfg = parse_config(config_text(clip, lin_gallery, broker.port, camera={"realtime": True}))
-        daemon = Daemon(cfg, embedder=dlib_embedder)
+        recorder = RecordingSink()
+        daemon = Daemon(cfg, embedder=dlib_embedder, sinks=[recorder])
         runner = DaemonThread(daemon)
-        assert wait_until(lambda: daemon._publisher is not None and daemon._publisher.connected, 30)
+        assert wait_until(lambda: any(isinstance(s, MqttSink) and s.ready for s in daemon.stream.sinks), 30)
+        publisher = next(s for s in daemon.stream.sinks if isinstance(s, MqttSink)).publisher
         broker.stop()
-        assert wait_until(lambda: any(e["type"] == "recognized" for e in daemon.recent_events), 30)
-        assert daemon._publisher is not None and not daemon._publisher.connected
-        assert daemon._publisher.queued >= 1
+        assert wait_until(lambda: any(e.kind == "recognized" for e in recorder.events), 30)
+        assert wait_until(lambda: publisher.queued >= 1, 5) and not publisher.connected
         broker.start()
         assert sub.wait_connected(10)
-        assert wait_until(lambda: daemon._publisher.connected and daemon._publisher.queued == 0, 15)
+        assert wait_until(lambda: publisher.connected and publisher.queued == 0, 15)
         stats = runner.stop()
-        expected = [(e["track_id"], e["type"]) for e in daemon.recent_events]
+        expected = [(e.track_id, e.kind) for e in recorder.events]
         assert sub.wait_for(lambda ms: len({(json.loads(m.payload)["track_id"], json.loads(m.payload)["type"])
                                             for m in ms}) >= len(expected), 10)
         sub.close()
@@ -339,7 +331,8 @@ def test_broker_outage_loses_no_events(tmp_path: Path, lin_gallery: Path, clip: 
     repeats = [m for i, m in enumerate(sub.all()) if (json.loads(m.payload)["track_id"], json.loads(m.payload)["type"])
                in received[:i]]
     assert all(m.dup for m in repeats)
-    assert stats.mqtt["disconnects"] >= 1 and stats.mqtt["connects"] >= 2 and stats.mqtt["dropped"] == 0
+    mqtt = stats.sinks["mqtt"]
+    assert mqtt["disconnects"] >= 1 and mqtt["connects"] >= 2 and mqtt["dropped"] == 0
 
 
 def test_missing_source_reconnects_and_reports(tmp_path: Path, lin_gallery: Path, clip: Path, dlib_embedder,
@@ -363,7 +356,7 @@ def test_missing_source_reconnects_and_reports(tmp_path: Path, lin_gallery: Path
         assert wait_until(lambda: notify.lines("WATCHDOG=1") != [], 5)
         stats = runner.stop()
     notify.close()
-    assert stats.source_reconnects >= 3 and stats.frames_processed > 0 and stats.ready
+    assert stats.source.reconnects >= 3 and stats.frames_processed > 0 and stats.ready
     assert notify.lines("STOPPING=1")
 
 
@@ -380,8 +373,7 @@ def test_enroll_while_running_is_picked_up(tmp_path: Path, clip: Path, fr_dir: P
         runner = DaemonThread(daemon)
         try:
             assert sub.wait_for(lambda ms: any(e["type"] == "unknown" for e in events_of(sub)), 60)
-            done = run_cli("--gallery", str(gallery), "enroll", LIN, str(fr_dir / "lin-manuel-miranda.png"))
-            assert done.returncode == 0, done.stderr
+            enroll_cli(gallery, LIN, fr_dir / "lin-manuel-miranda.png")
             assert sub.wait_for(lambda ms: any(e["type"] == "recognized" and e["person"] == LIN
                                                for e in events_of(sub)), 60)
             assert sub.on("homeassistant/binary_sensor/edged_door/person_lin_manuel_miranda/config")
@@ -430,7 +422,7 @@ def test_stalled_camera_is_reported(tmp_path: Path, lin_gallery: Path, clip: Pat
     cfg = parse_config(config_text("0", lin_gallery, 1, camera={"read_timeout_s": 0.5},
                                    service={"status_every_s": 0.2}))
     daemon = Daemon(cfg, embedder=dlib_embedder, capture_factory=lambda source, api: camera)
-    caplog.set_level("INFO", logger="edged.daemon")
+    caplog.set_level("INFO", logger="edged.runtime.daemon")
     runner = DaemonThread(daemon)
     try:
         assert wait_until(lambda: any("camera stalled" in m for m in notify.lines("STATUS=")), 20), notify.lines()
@@ -485,7 +477,7 @@ def test_logging_target_and_watchdog_settings() -> None:
     import logging
 
     root = logging.getLogger()
-    paho = logging.getLogger("edged.mqtt.paho")
+    paho = logging.getLogger("edged.runtime.mqtt.paho")
     saved = (root.handlers[:], root.level, paho.level)
     try:
         assert setup_logging("INFO", "auto", {"INVOCATION_ID": "abc"}) == "journald"

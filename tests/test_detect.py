@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edged.detect import FaceDetector
-from edged.imageio import load_image
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 
 ONE_FACE = ["lennon-1", "lennon-2", "clapton-1", "clapton-2", "carell", "adams"]
 

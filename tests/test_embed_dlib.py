@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edged.imageio import load_image
-from edged.preprocess import squared_l2
+from edged.distance import squared_l2
+from edged.vision.imageio import load_image
 
 
 @pytest.fixture(scope="module")

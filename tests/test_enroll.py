@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edged.config import EnrollConfig
-from edged.enroll import (
+from edged.errors import ImageError
+from edged.gallery.enroll import (
     CROP_FACE_BOX,
     CROP_SIZE,
     DUPLICATE,
@@ -25,9 +26,8 @@ from edged.enroll import (
     sharpness,
     video_step,
 )
-from edged.errors import ImageError
-from edged.imageio import encode_png, load_image
 from edged.types import Box
+from edged.vision.imageio import encode_png, load_image
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def eye_tilt_degrees(landmarks: np.ndarray) -> float:
 
 
 def test_canonical_crop_levels_eyes_and_centres_face(openface_dir, dlib_pipeline):
-    from edged.align import LandmarkPredictor
+    from edged.vision.align import LandmarkPredictor
 
     predictor = LandmarkPredictor(68)
     image = rotate(load_image(openface_dir / "lennon-1.jpg"), 20.0)
@@ -181,7 +181,7 @@ def test_keep_crops_false_stores_no_crop(dlib_pipeline, fr_dir):
 
 
 def load_image_bytes(data: bytes) -> np.ndarray:
-    from edged.imageio import decode_image
+    from edged.vision.imageio import decode_image
 
     return decode_image(data, "crop")
 

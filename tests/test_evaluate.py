@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 
+import cv2
 import numpy as np
 import pytest
 
-from edged.evaluate import (
+from edged.eval.lfw import (
     EvalError,
     accuracy_at,
     auc_score,
@@ -22,7 +23,7 @@ from edged.evaluate import (
     roc_points,
     tpr_at,
 )
-from edged.evaluate_plot import FOLD_COLOUR, MEAN_COLOUR, RocFrame, draw_roc
+from edged.eval.plots import FOLD_COLOUR, MEAN_COLOUR, mean_roc, plot_roc, roc_figure, roc_tpr_floor
 
 
 @pytest.fixture(scope="module")
@@ -249,42 +250,76 @@ def test_tpr_at_steps():
     assert tpr_at(fpr, tpr, np.array([0.0, 0.25, 0.5, 0.99, 1.0])).tolist() == [0.6, 0.6, 0.9, 0.9, 1.0]
 
 
-def test_roc_plot_draws_curves_where_they_belong():
-    frame = RocFrame()
+def _rendered(fig) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[:, :, :3]
+
+
+def _colour_near(fig, img: np.ndarray, fpr: float, tpr: float, colour: tuple[int, int, int]) -> bool:
+    """Whether `colour` is drawn within 2 pixels of the point (fpr, tpr) of the plot."""
+    x, y = fig.axes[0].transData.transform((fpr, tpr))
+    x, y = round(float(x)), round(img.shape[0] - float(y))
+    patch = img[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).astype(int)
+    return bool((np.abs(patch - np.array(colour)).sum(axis=1) < 60).any())
+
+
+@pytest.mark.pure
+def test_roc_plot_draws_curves_where_they_belong(tmp_path):
     fold_curves = [(np.array([0.0, 0.01, 0.1, 1.0]), np.array([0.0, 0.5, 0.8, 1.0]))] * 3
-    img = draw_roc(fold_curves, "title", "mean", frame)
-    assert img.shape == (frame.height, frame.width, 3) and img.dtype == np.uint8
-
-    def colour_near(fpr: float, tpr: float, colour: tuple[int, int, int]) -> bool:
-        x, y = round(float(frame.x(fpr))), round(float(frame.y(tpr)))
-        patch = img[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).astype(int)
-        return bool((np.abs(patch - np.array(colour)).sum(axis=1) < 60).any())
-
+    fig = roc_figure(fold_curves, "title", "mean")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlim() == pytest.approx((1e-3, 1.0))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mean", "held-out folds", "chance"]
+    img = _rendered(fig)
+    assert img.shape == (600, 800, 3)
     # identical folds: the mean equals them and is drawn on top, at TPR 0.5 for FPR in [0.01, 0.1)
-    assert colour_near(0.03, 0.5, MEAN_COLOUR)
-    assert colour_near(0.3, 0.8, MEAN_COLOUR)
-    assert not colour_near(0.03, 0.2, MEAN_COLOUR)
+    assert _colour_near(fig, img, 0.03, 0.5, MEAN_COLOUR)
+    assert _colour_near(fig, img, 0.3, 0.8, MEAN_COLOUR)
+    assert not _colour_near(fig, img, 0.03, 0.2, MEAN_COLOUR)
     # two different folds: grey fold lines where they differ from the mean
     other = [(np.array([0.0, 0.001, 1.0]), np.array([0.0, 0.9, 1.0])), fold_curves[0]]
-    img = draw_roc(other, "title", "mean", frame)
-    assert colour_near(0.03, 0.9, FOLD_COLOUR) and colour_near(0.03, 0.7, MEAN_COLOUR)
+    fig = roc_figure(other, "title", "mean")
+    img = _rendered(fig)
+    assert _colour_near(fig, img, 0.03, 0.9, FOLD_COLOUR) and _colour_near(fig, img, 0.03, 0.7, MEAN_COLOUR)
+    # written as an 800x600 PNG; other curves give another picture
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    plot_roc(one, fold_curves, "title", "mean")
+    plot_roc(two, other, "title", "mean")
+    a, b = cv2.imread(str(one)), cv2.imread(str(two))
+    assert a is not None and a.shape == (600, 800, 3) and one.stat().st_size > 10_000
+    assert b is not None and np.mean(np.any(a != b, axis=2)) > 0.002
+
+
+@pytest.mark.pure
+def test_roc_mean_is_the_mean_of_the_step_curves():
+    curves = [(np.array([0.0, 0.0, 0.002, 1.0]), np.array([0.0, 0.93, 0.99, 1.0])),
+              (np.array([0.0, 0.0, 0.01, 1.0]), np.array([0.0, 0.74, 0.98, 1.0]))]
+    grid = np.array([0.001, 0.002, 0.005, 0.01, 0.5, 1.0])
+    assert mean_roc(curves, grid) == pytest.approx([0.835, 0.865, 0.865, 0.985, 0.985, 1.0])
+    ax = roc_figure(curves, "title", "mean").axes[0]
+    [mean] = [line for line in ax.get_lines() if line.get_linewidth() == 2]
+    assert mean.get_drawstyle() == "steps-post"
+    xs, ys = mean.get_xdata(), mean.get_ydata()
+    assert xs.min() == pytest.approx(1e-3) and xs.max() == 1.0  # FPR 0 is drawn at the left edge
+    at = lambda f: ys[np.searchsorted(xs, f, side="right") - 1]  # noqa: E731
+    assert [at(f) for f in grid] == pytest.approx(mean_roc(curves, grid).tolist())
+
+
+@pytest.mark.pure
+def test_roc_axis_zooms_to_the_curves():
+    high = [(np.array([0.0, 0.0, 0.002, 1.0]), np.array([0.0, 0.93, 0.99, 1.0])),
+            (np.array([0.0, 0.0, 0.01, 1.0]), np.array([0.0, 0.74, 0.98, 1.0]))]
+    assert roc_tpr_floor(high) == pytest.approx(0.7)
+    assert roc_tpr_floor([(np.array([0.0, 1.0]), np.array([0.0, 1.0]))]) == 0.0
+    assert roc_tpr_floor([(np.array([0.0, 0.0005, 1.0]), np.array([0.0, 0.995, 1.0]))]) == 0.9
+    fig = roc_figure(high, "title", "mean")
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo == pytest.approx(0.7) and 1.0 <= hi < 1.01
+    img = _rendered(fig)
+    assert _colour_near(fig, img, 0.005, 0.865, MEAN_COLOUR)  # mean of 0.99 and 0.74 there
 
 
 def test_selected_fold_without_pairs():
     dist, same, fold_of = _synthetic(np.random.default_rng(6), folds=3)
     with pytest.raises(EvalError, match="no pairs in fold 4"):
         evaluate(dist, same, fold_of, [1, 2, 4])
-
-
-def test_roc_axis_zooms_to_the_curves():
-    high = [(np.array([0.0, 0.0, 0.002, 1.0]), np.array([0.0, 0.93, 0.99, 1.0])),
-            (np.array([0.0, 0.0, 0.01, 1.0]), np.array([0.0, 0.74, 0.98, 1.0]))]
-    frame = RocFrame.for_curves(high)
-    assert frame.tpr_min == pytest.approx(0.7)
-    assert frame.tpr_ticks().tolist() == pytest.approx([0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0])
-    assert frame.y(0.7) == pytest.approx(frame.height - frame.bottom) and frame.y(1.0) == pytest.approx(frame.top)
-    assert RocFrame.for_curves([(np.array([0.0, 1.0]), np.array([0.0, 1.0]))]).tpr_min == 0.0
-    img = draw_roc(high, "title", "mean")
-    x, y = round(float(frame.x(0.005))), round(float(frame.y(0.865)))  # mean of 0.99 and 0.74 there
-    patch = img[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).astype(int)
-    assert (np.abs(patch - np.array(MEAN_COLOUR)).sum(axis=1) < 60).any()

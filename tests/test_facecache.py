@@ -7,10 +7,10 @@ import stat
 import numpy as np
 import pytest
 
-from edged.align import FaceAligner, LandmarkPredictor, align_dlib_chip
-from edged.detect import FaceDetector
-from edged.facecache import RETRY_MIN_SCORE, FaceCache, analyse, centred_box, default_cache_dir, file_sha1
+from edged.eval.facecache import RETRY_MIN_SCORE, FaceCache, analyse, centred_box, default_cache_dir, file_sha1
 from edged.types import Box
+from edged.vision.align import FaceAligner, LandmarkPredictor, align_dlib_chip
+from edged.vision.detect import FaceDetector
 
 # Abdoulaye_Wade_0003: dlib HOG (upsample 1) finds no face in it, so it gets the centred fallback box.
 NAMES = ["Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg",
@@ -53,7 +53,7 @@ def test_records_boxes_and_fallback(pooled, images):
     assert len(faces) == 5 and sha_of[corrupt] not in cache.faces([sha_of[corrupt]])
     detector, lm68 = FaceDetector("hog", upsample=1), LandmarkPredictor(68)
     retry = FaceDetector("hog", upsample=1, min_score=RETRY_MIN_SCORE)
-    from edged.imageio import load_image
+    from edged.vision.imageio import load_image
 
     for path in images:
         rec = faces[file_sha1(path)]
@@ -74,7 +74,7 @@ def test_records_boxes_and_fallback(pooled, images):
 
 
 def test_embeddings_plain_and_flip(pooled, images, dlib_embedder):
-    from edged.imageio import load_image
+    from edged.vision.imageio import load_image
 
     cache, sha_of, _, _ = pooled
     version = dlib_embedder.version
@@ -118,7 +118,7 @@ def test_new_embedder_uses_cached_landmarks(images, tmp_path, dlib_embedder, wor
 
     workers=2 is the process-pool route (dlib); workers=1 the in-process batched route torch models take.
     """
-    from edged.imageio import load_image
+    from edged.vision.imageio import load_image
 
     cache = FaceCache(tmp_path / "faces.sqlite")
     paths = images[:2]

@@ -16,15 +16,13 @@ import numpy as np
 import pytest
 
 from edged.errors import GalleryError
-from edged.gallery import (
-    COMMIT_DELAY_ENV,
+from edged.gallery.store import (
     SCHEMA_VERSION,
     Gallery,
     NewSample,
-    export_gallery,
-    import_gallery,
     validate_name,
 )
+from edged.gallery.transfer import export_gallery, import_gallery
 from tests.conftest import ROOT
 
 VERSION = "dlib_face_recognition_resnet_model_v1"
@@ -215,7 +213,9 @@ def test_export_import_roundtrip_and_checksum(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from edged.gallery import Gallery, NewSample
+    from edged.gallery.store import Gallery, NewSample
+    from tests.slow_commit import pause_before_commit
+    pause_before_commit(float(sys.argv[4]))
     v = np.ones(128, np.float32) / np.sqrt(128)
     with Gallery(sys.argv[1]) as g:
         g.add_samples(sys.argv[2], [NewSample(v, "dlib", sys.argv[3], "w.jpg", 100, 100.0)])
@@ -224,8 +224,7 @@ WRITER = textwrap.dedent("""
 
 
 def _writer(path: Path, name: str, delay: float) -> subprocess.Popen[str]:
-    env = {**os.environ, COMMIT_DELAY_ENV: str(delay)}
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, VERSION], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, VERSION, str(delay)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -288,7 +287,7 @@ def test_killed_writer_leaves_gallery_as_before(tmp_path):
 
 
 def test_busy_writer_times_out_with_one_line(tmp_path, monkeypatch):
-    import edged.gallery as gallery_mod
+    import edged.gallery.store as gallery_mod
 
     path = tmp_path / "g.db"
     Gallery(path).close()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edged.errors import ImageError
-from edged.imageio import decode_image, load_image, to_rgb8
+from edged.vision.imageio import decode_image, load_image, to_rgb8
 
 
 def test_jpeg_is_rgb_uint8(openface_dir):

@@ -7,15 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from edged.gallery import GallerySnapshot
-from edged.match import (
-    Matcher,
-    confidence,
-    equal_error_rate,
-    error_curve,
-    pair_distances,
-    threshold_for_far,
-)
+from edged.gallery.calibrate import equal_error_rate, error_curve, pair_distances, threshold_for_far
+from edged.gallery.match import Matcher, confidence
+from edged.gallery.store import GallerySnapshot
 
 DIM = 128
 
@@ -140,7 +134,7 @@ def test_svm_method_predicts_people_and_keeps_open_set():
 
 def test_svm_falls_back_to_knn_with_one_person(caplog):
     snap = snapshot(["solo"], [0, 0], [unit((0, 1.0)), unit((1, 1.0))])
-    with caplog.at_level(logging.WARNING, logger="edged.match"):
+    with caplog.at_level(logging.WARNING, logger="edged.gallery.match"):
         m = Matcher(snap, threshold=0.5, method="svm")
     assert m.method == "knn"
     assert "needs at least 2" in caplog.text
@@ -166,7 +160,7 @@ def test_pair_distances_split_and_count():
 
 
 def test_error_curve_and_threshold_for_far():
-    from edged.match import PairDistances
+    from edged.gallery.calibrate import PairDistances
 
     pairs = PairDistances(genuine=np.array([0.05, 0.1, 0.2, 0.4]), impostor=np.array([0.3, 0.5, 0.6, 0.8, 1.0]))
     curve = error_curve(pairs, np.array([0.0, 0.1, 0.3, 0.45, 2.0]))
@@ -178,31 +172,3 @@ def test_error_curve_and_threshold_for_far():
     assert threshold_for_far(pairs, 1.0) == 4.0
     t, rate = equal_error_rate(error_curve(pairs, np.arange(0, 1.2, 0.01)))
     assert 0.3 <= t < 0.5 and rate == pytest.approx(0.2, abs=0.05)
-
-
-def test_curve_plot_draws_series_where_they_belong(tmp_path):
-    """The generic curve plot (used for FAR/FRR and ROC): lines land on the right pixels, log axis included."""
-    import cv2
-
-    from edged.plots import Series, colour, plot_curves, render_curves
-
-    x = np.logspace(-3, 0, 50)
-    img = render_curves([Series("flat", x, np.full_like(x, 0.5)), Series("rising", x, x)], title="t",
-                        xlabel="FAR", ylabel="TPR", x_range=(1e-3, 1.0), y_range=(0.0, 1.0), log_x=True)
-    assert img.shape == (600, 900, 3)
-    flat = np.all(img == colour(0), axis=2)
-    rows = np.nonzero(flat.any(axis=1))[0]
-    ys, xs = np.nonzero(flat)
-    plot_rows = ys[xs < 600]  # ignore the legend swatch
-    assert plot_rows.max() - plot_rows.min() <= 3  # a horizontal line ...
-    top, bottom = 48, 600 - 62
-    assert abs(np.median(plot_rows) - (top + bottom) / 2) <= 3  # ... half-way up the axes
-    assert len(rows) > 0
-    rising = np.all(img == colour(1), axis=2)
-    ys, xs = np.nonzero(rising[:, :600])
-    # on a log x axis y = x is convex: the left half stays near the bottom
-    left = ys[xs < (78 + 600) // 2]
-    assert left.min() > top + (bottom - top) * 0.8
-    out = tmp_path / "curves.png"
-    plot_curves(out, [Series("flat", x, np.full_like(x, 0.5))], y_range=(0.0, 1.0))
-    assert cv2.imread(str(out)).shape == (600, 900, 3)

@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from edged import models
-from edged.align import OPENFACE_96, FaceAligner
 from edged.cli import main
-from edged.detect import FaceDetector
-from edged.embed.nn4 import create_nn4_embedder
+from edged.embed.nn4.preprocess import to_network_input
+from edged.embed.nn4.weights import load_nn4, save_weights
 from edged.errors import ConfigError, ModelFileError, ModelNotInstalledError
-from edged.imageio import load_image
-from edged.nn4_weights import load_nn4, save_weights
-from edged.preprocess import to_network_input
+from edged.models import store as models
+from edged.models.embedders import create_nn4_embedder
+from edged.models.registry import RegistryError, load_registry, registry_path
+from edged.vision.align import OPENFACE_96, FaceAligner
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 from tests.conftest import NN4_CSV, run_cli
 from tests.test_nn4_weights import random_state_dict, write_t7_file
 
@@ -133,12 +134,12 @@ def test_list_json_names_the_official_files_with_checksums(env):
 def test_registry_errors_name_the_field(tmp_path, monkeypatch):
     bad = entry("x", "x.pt", url="http://example.invalid/x.pt", md5="XYZ")
     write_registry(tmp_path / "registry.json", monkeypatch, bad)
-    with pytest.raises(models.RegistryError, match=r"registry\.json: models\[0\]\.files\[0\]\.md5: must be 32 "
+    with pytest.raises(RegistryError, match=r"registry\.json: models\[0\]\.files\[0\]\.md5: must be 32 "
                                                    r"lowercase hex digits"):
-        models.load_registry()
+        load_registry()
     write_registry(tmp_path / "registry.json", monkeypatch, entry("x", "x.pt", url="http://example.invalid/x.pt"))
-    with pytest.raises(models.RegistryError, match=r"files\[0\]: a file with a url needs an md5 or sha256"):
-        models.load_registry()
+    with pytest.raises(RegistryError, match=r"files\[0\]: a file with a url needs an md5 or sha256"):
+        load_registry()
 
 
 # ---- import ----
@@ -195,7 +196,7 @@ def test_import_recognises_registered_weights_by_checksum(env, files, tmp_path, 
     write_registry(tmp_path / "reg" / "registry.json", monkeypatch,
                    entry("test.v1", "random.t7", threshold=0.66, url="http://127.0.0.1:9/random.t7",
                          md5=md5_of(files["t7"])))
-    registry = models.load_registry()
+    registry = load_registry()
     result = models.import_weights(files["t7"], env, registry)
     assert (result.name, result.registered, result.threshold, result.source_format) == ("test.v1", True, 0.66, "t7")
     embedder = create_nn4_embedder("test.v1")
@@ -280,7 +281,7 @@ def test_best_installed_prefers_priority_and_finds_shipped_files(env, files, tmp
                          md5=md5_of(files["t7"])),
                    {**entry("own.v1", "own.edged.pt", threshold=0.55, priority=10),
                     "files": [{"format": "edged", "file": "own.edged.pt", "shipped": True, "sha256": sha}]})
-    registry = models.load_registry()
+    registry = load_registry()
     chosen = models.resolve(None, env, registry)
     assert (chosen.name, chosen.kind, chosen.path) == ("own.v1", "shipped", shipped)
     embedder = create_nn4_embedder()
@@ -309,14 +310,14 @@ def test_tampered_installed_file_is_refused(env, files, tmp_path, monkeypatch, c
 
 
 def test_shipped_model_is_the_fallback_after_user_installed_ones(env, files, capsys):
-    chosen = models.resolve(None, env, models.load_registry())  # the real registry, empty models dir
+    chosen = models.resolve(None, env, load_registry())  # the real registry, empty models dir
     assert (chosen.name, chosen.kind) == ("nn4.small2.edged-v1", "shipped") and chosen.path.is_file()
     assert cli(capsys, "models", "import", str(files["t7"]), "--name", "mine")[0] == 0
-    assert models.resolve(None, env, models.load_registry()).name == "mine"
+    assert models.resolve(None, env, load_registry()).name == "mine"
 
 
 def test_nothing_installed_says_how_to_install(env, tmp_path, monkeypatch):
-    official = [e for e in json.loads(models.registry_path().read_text())["models"] if e["name"] == "nn4.small2.v1"]
+    official = [e for e in json.loads(registry_path().read_text())["models"] if e["name"] == "nn4.small2.v1"]
     write_registry(tmp_path / "reg" / "registry.json", monkeypatch, *official)  # nothing shipped
     with pytest.raises(ModelNotInstalledError, match=r"edged models fetch nn4\.small2\.v1.*edged models import"):
         create_nn4_embedder()
@@ -335,7 +336,7 @@ def test_wheel_carries_the_registry_and_shipped_weights(tmp_path):
     import sys
     import zipfile
 
-    root = models.registry_path().parents[1]
+    root = registry_path().parents[1]
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from edged.config import HomeAssistantConfig, MQTTConfig, TLSConfig
-from edged.imageio import encode_jpeg, load_image
-from edged.mqtt import MqttPublisher, PersonEntity
-from edged.types import Box
-from edged.vote import IdentityEvent, PresenceChange
+from edged.runtime.mqtt import MqttPublisher
+from edged.types import Box, IdentityEvent, PersonEntity, PresenceChange
+from edged.vision.imageio import encode_jpeg, load_image
 from tests.mosquitto import Broker, Subscriber, make_tls_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +119,7 @@ def test_last_will_marks_offline_when_killed(broker: Broker) -> None:
     script = textwrap.dedent(f"""
         import time
         from edged.config import MQTTConfig
-        from edged.mqtt import MqttPublisher
+        from edged.runtime.mqtt import MqttPublisher
         pub = MqttPublisher(MQTTConfig(host="127.0.0.1", port={broker.port}, keepalive_s=5), "lwt", "cam")
         pub.start()
         assert pub.wait_connected(10)
@@ -174,7 +173,7 @@ def test_credentials_required_and_password_never_logged(tmp_path: Path, caplog: 
         bad.stop()
         good.publish_event(event("recognized", "x"))
         good.stop()
-    assert any(r.name == "edged.mqtt.paho" for r in caplog.records)  # paho's own log was captured too
+    assert any(r.name == "edged.runtime.mqtt.paho" for r in caplog.records)  # paho's own log was captured too
     assert "refused the connection" in caplog.text
     assert password not in caplog.text
     assert all(password not in repr(r.args) for r in caplog.records)

@@ -14,14 +14,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edged import models
-from edged.align import OPENFACE_96, FaceAligner
 from edged.config import parse_config
-from edged.detect import FaceDetector
-from edged.embed.nn4 import create_nn4_embedder, pick_backend
-from edged.embed.nn4_fast import FastNN4, export_onnx, fold_bn
-from edged.embed.nn4_net import NN4Small2
-from edged.embed.nn4_ort import (
+from edged.embed.nn4.embedder import pick_backend
+from edged.embed.nn4.fast import FastNN4, export_onnx, fold_bn
+from edged.embed.nn4.net import NN4Small2
+from edged.embed.nn4.onnx_export import PLAIN_INPUT, export_plain_onnx
+from edged.embed.nn4.ort import (
     META_RECIPE,
     META_WEIGHTS,
     RECIPE_VERSION,
@@ -32,11 +30,14 @@ from edged.embed.nn4_ort import (
     check_export,
     state_digest,
 )
-from edged.embed.onnx_export import PLAIN_INPUT, export_plain_onnx
+from edged.embed.nn4.preprocess import to_network_input
+from edged.embed.nn4.weights import load_nn4, save_weights
 from edged.errors import ConfigError
-from edged.imageio import load_image
-from edged.nn4_weights import load_nn4, save_weights
-from edged.preprocess import to_network_input
+from edged.models import store as models
+from edged.models.embedders import create_nn4_embedder
+from edged.vision.align import OPENFACE_96, FaceAligner
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 from tests.test_nn4_weights import random_state_dict
 
 TOLERANCE = 1e-5
@@ -186,7 +187,7 @@ def test_corrupt_cached_export_is_rebuilt(faces: np.ndarray, weights: Path, mode
     cached = tmp_path / "models" / "cache" / good.name
     cached.parent.mkdir(parents=True, mode=0o700)
     cached.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a torn copy
-    with caplog.at_level(logging.WARNING, logger="edged.embed.nn4_ort"):
+    with caplog.at_level(logging.WARNING, logger="edged.embed.nn4.embedder.ort"):
         got = _fresh(weights, tmp_path / "models", faces)
     assert "cached nn4 export not usable" in caplog.text and "rebuilding" in caplog.text
     assert np.abs(got - eager(load_nn4(weights), faces)).max() <= TOLERANCE
@@ -206,7 +207,7 @@ def test_stale_or_forged_cached_export_is_rebuilt(faces: np.ndarray, weights: Pa
     cached = cache_path(tmp_path / "models" / "cache", digest)
     cached.parent.mkdir(parents=True, mode=0o700)
     cached.write_bytes(_with_metadata(foreign, digest))  # claims to be ours
-    with caplog.at_level(logging.WARNING, logger="edged.embed.nn4_ort"):
+    with caplog.at_level(logging.WARNING, logger="edged.embed.nn4.embedder.ort"):
         got = _fresh(weights, tmp_path / "models", faces)
     assert "differs from the torch module" in caplog.text
     assert np.abs(got - eager(ours, faces)).max() <= TOLERANCE
@@ -225,7 +226,7 @@ def test_unwritable_cache_still_embeds(faces: np.ndarray, weights: Path, tmp_pat
                                        caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the models directory should be")
-    with caplog.at_level(logging.WARNING, logger="edged.embed.nn4_ort"):
+    with caplog.at_level(logging.WARNING, logger="edged.embed.nn4.embedder.ort"):
         got = _fresh(weights, blocker, faces[:2])
     assert "cannot cache the nn4 ONNX export" in caplog.text
     assert np.abs(got - eager(load_nn4(weights), faces[:2])).max() <= TOLERANCE

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edged.embed.nn4_net import Inception, L2Pool, NN4Small2
+from edged.embed.nn4.net import Inception, L2Pool, NN4Small2
 
 #: openfacenet.py's Inception arguments: (name, inputSize, reduceSize, outputSize, kernelSize).
 UPSTREAM_BLOCKS = [

@@ -28,6 +28,7 @@ comes from LFW/our dlib differing from OpenFace's training faces and dlib 18.16 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edged.align import OPENFACE_96, FaceAligner
-from edged.detect import FaceDetector
-from edged.embed.nn4_net import NN4Small2
-from edged.imageio import load_image
-from edged.nn4_weights import read_weights
-from edged.preprocess import to_network_input
+from edged.embed.nn4.net import NN4Small2
+from edged.embed.nn4.preprocess import to_network_input
+from edged.embed.nn4.weights import check_state_dict, read_keras_csv_dir
+from edged.vision.align import OPENFACE_96, FaceAligner
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 from tests.conftest import NN4_CSV
 
 #: The five layer files missing from the shared export (see ../shared/README.md).
@@ -54,9 +55,18 @@ MAX_MEAN_Z = 0.14
 MAX_LAYER_LOG_VAR = 0.5
 
 
+@dataclass(frozen=True)
+class PartialWeights:
+    """The partial CSV export, checked layer by layer where present (not a usable model: see ../shared)."""
+
+    state_dict: dict[str, torch.Tensor]
+    missing: list[str]
+
+
 @pytest.fixture(scope="module")
-def weights(shared):
-    return read_weights(NN4_CSV, allow_missing_csv=True)
+def weights(shared) -> PartialWeights:
+    state, missing = read_keras_csv_dir(NN4_CSV, allow_missing=True)
+    return PartialWeights(check_state_dict(state, str(NN4_CSV), allow_missing=True), missing)
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,14 @@ import pytest
 import torch
 import torchfile
 
-from edged.align import OPENFACE_96, FaceAligner
-from edged.detect import FaceDetector
-from edged.embed.nn4_net import NN4Small2
+from edged.embed.nn4.net import NN4Small2
+from edged.embed.nn4.preprocess import to_network_input
+from edged.embed.nn4.torch7 import Storage, TorchObject, read_t7, write_t7
+from edged.embed.nn4.weights import keras_csv_names, load_nn4, read_keras_csv_dir, read_weights, save_weights
 from edged.errors import ModelFileError
-from edged.imageio import load_image
-from edged.nn4_weights import keras_csv_names, load_nn4, read_keras_csv_dir, read_weights, save_weights
-from edged.preprocess import to_network_input
-from edged.torch7 import Storage, TorchObject, read_t7, write_t7
+from edged.vision.align import OPENFACE_96, FaceAligner
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 
 F32 = np.float32
 

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.detect import FaceDetector
-from edged.imageio import load_image
-from edged.track import Tracker, associate
+from edged.runtime.track import Tracker, associate
 from edged.types import Box
+from edged.vision.detect import FaceDetector
+from edged.vision.imageio import load_image
 
 FPS = 29.97
 

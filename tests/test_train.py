@@ -70,7 +70,7 @@ def test_no_triplets_without_pairs():
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory, lfw_dir, openface_dir):
-    from edged.facecache import FaceCache
+    from edged.eval.facecache import FaceCache
     from edged.train.prepare import build_distill_set
 
     root = tmp_path_factory.mktemp("tinylfw")
@@ -97,7 +97,7 @@ def test_prepare_excludes_eval_people(tiny_set):
 
 
 def test_two_epochs_lower_the_loss_and_checkpoint_loads(tiny_set, tmp_path):
-    from edged.embed.nn4_net import NN4Small2
+    from edged.embed.nn4.net import NN4Small2
     from edged.train.data import AugmentConfig, centre_crop
     from edged.train.distill import distill_batches, distill_loss, make_distill_loss
     from edged.train.loop import LoopConfig, run_training

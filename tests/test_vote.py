@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.match import Matcher, MatchResult
-from edged.types import Box
-from edged.vote import Presence, Voter
+from edged.gallery.match import Matcher
+from edged.runtime.presence import Presence
+from edged.runtime.vote import Voter
+from edged.types import Box, MatchResult
 
 BOX = Box(10, 10, 90, 90)
 
@@ -140,8 +141,8 @@ def test_presence_present_then_absent() -> None:
 
 def test_votes_on_real_embeddings(openface_dir: Path, dlib_pipeline) -> None:
     """Lennon's two photos against a gallery of one Lennon photo and Clapton: named, Clapton unknown."""
-    from edged.gallery import GallerySnapshot
-    from edged.imageio import load_image
+    from edged.gallery.store import GallerySnapshot
+    from edged.vision.imageio import load_image
 
     def emb(name: str) -> np.ndarray:
         return dlib_pipeline.process(load_image(openface_dir / name))[0].embedding

@@ -16,17 +16,39 @@ COMMAND_MODULES = ("faces", "gallery", "run", "models", "eval", "bench", "train"
 log = logging.getLogger("edged")
 
 
+def _global_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """--config, --gallery and -v; accepted before the command and after it (`edged run --config x.yaml`)."""
+    def given(value: object) -> object:
+        return argparse.SUPPRESS if default is argparse.SUPPRESS else value
+
+    parser.add_argument("--config", metavar="FILE", default=given(None),
+                        help="YAML config (default: $EDGED_CONFIG, else built-in defaults)")
+    parser.add_argument("--gallery", metavar="PATH", default=given(None),
+                        help="gallery file (default: $EDGED_GALLERY, else config gallery.path)")
+    parser.add_argument("-v", "--verbose", action="count", default=given(0),
+                        help="more log output (-vv for debug)")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (nested) command parser below `parser`."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                out += [child, *_subparsers(child)]
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edged", description="Face recognition daemon for edge devices.")
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: $EDGED_CONFIG, else built-in defaults)")
-    parser.add_argument("--gallery", metavar="PATH",
-                        help="gallery file (default: $EDGED_GALLERY, else config gallery.path)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"edged.cli.{name}").register(sub)
+    for child in _subparsers(parser):
+        _global_options(child, argparse.SUPPRESS)  # given after the command, they override the ones before
     return parser
 
 

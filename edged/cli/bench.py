@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edged.cli.common import Context
+from edged.cli.common import Context, json_option
 
 #: Parts of the run, in order, for the progress bar.
 STEPS = ("machine", "decode", "detect", "align", "nn4 runtimes", "dlib embed", "match", "end to end",
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "on short_hamilton_clip.mp4, and compare edged with ONNX Runtime, OpenCV DNN "
                                    "and the face_recognition-style pipeline in the same run (medians of "
                                    "interleaved repetitions). Reports; never fails on timing.")
-    p.add_argument("--json", action="store_true", help="print one JSON object with every measurement")
+    json_option(p, "print one JSON object with every measurement")
     p.add_argument("--quick", action="store_true",
                    help="fewer repetitions, galleries up to 100k, 30 frames for the peer pipeline (< 1 min)")
     p.add_argument("--shared", metavar="DIR",
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(ctx: Context) -> int:
-    from edged.bench import FULL, QUICK, default_shared_dir, run_bench
+    from edged.bench.common import FULL, QUICK, default_shared_dir
+    from edged.bench.run import run_bench
 
     args = ctx.args
     shared = Path(args.shared).expanduser() if args.shared else default_shared_dir()

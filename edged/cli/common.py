@@ -6,13 +6,24 @@ import argparse
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
 from edged.config import Config, default_config, load_config
+
+
+def json_option(parser: argparse.ArgumentParser, help: str = "machine-readable output") -> None:
+    """`--json`: one JSON object on stdout instead of tables (and no progress bars)."""
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def embedder_option(parser: argparse.ArgumentParser, default: str = "config embedder.name (dlib)") -> None:
+    """`--embedder dlib|nn4`."""
+    from edged.embed import EMBEDDERS
+
+    parser.add_argument("--embedder", choices=EMBEDDERS, help=f"default: {default}")
 
 
 @dataclass
@@ -37,20 +48,15 @@ class Context:
         return Path(chosen).expanduser()
 
     def models_dir(self) -> Path:
-        from edged.models import models_dir
+        from edged.models.store import models_dir
 
         return models_dir(self.config.models.dir)
 
     def embedder(self, name: str | None = None) -> Any:
         """The embedder chosen on the command line (or in config), with config options applied."""
-        from edged.embed import get_embedder
+        from edged.models.embedders import embedder_from_config
 
-        cfg = self.config.embedder
-        chosen = name or cfg.name
-        if chosen == "nn4":
-            return get_embedder("nn4", weights=cfg.weights, device=cfg.device, threads=cfg.threads,
-                                backend=cfg.backend, models_dir=str(self.models_dir()))
-        return get_embedder(chosen)
+        return embedder_from_config(self.config, name)
 
     def print(self, *parts: Any) -> None:
         print(*parts, file=self.out)
@@ -65,37 +71,33 @@ class Context:
 
 
 class Progress:
-    """A one-line progress bar on stderr (only on a terminal)."""
+    """A tqdm progress bar on stderr, shown only on a terminal: `update(done)` sets the count, `update()` adds one."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 30) -> None:
-        self.total = max(total, 0)
-        self.label = label
-        self.enabled = enabled
-        self.width = width
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
-        self.extra = ""
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=max(total, 0), desc=label, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                         leave=True)
+
+    @property
+    def total(self) -> int:
+        return int(self._bar.total or 0)
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._bar.total = max(value, 0)
+
+    @property
+    def done(self) -> int:
+        return int(self._bar.n)
 
     def update(self, done: int | None = None, extra: str = "") -> None:
-        self.done = self.done + 1 if done is None else done
-        self.extra = extra or self.extra
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.1 and self.done < self.total):
-            return
-        self._last = now
-        frac = self.done / self.total if self.total else 1.0
-        filled = int(frac * self.width)
-        elapsed = now - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
-                         f"{self.done}/{self.total} {elapsed:.0f}s eta {eta:.0f}s {self.extra}\033[K")
-        sys.stderr.flush()
+        if extra:
+            self._bar.set_postfix_str(extra, refresh=False)
+        self._bar.update(1 if done is None else done - self._bar.n)
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._bar.close()
 
     def __enter__(self) -> Progress:
         return self

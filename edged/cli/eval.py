@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.cli.common import Context
-from edged.embed import EMBEDDERS
-from edged.evaluate import EvalError, Evaluation, Pair, evaluate, load_pairs, roc_by_unit
-from edged.fileio import atomic_write
-from edged.preprocess import l2_normalize
+from edged.cli.common import Context, embedder_option, json_option
+from edged.distance import l2_normalize
+from edged.eval.lfw import EvalError, Evaluation, Pair, evaluate, load_pairs, roc_by_unit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = bench.add_parser("lfw", help="LFW View 2 verification, leave-one-fold-out (as OpenFace's evaluation/lfw.py)")
     q.add_argument("--data", required=True, metavar="DIR", help="LFW images, one folder per person (lfw-deepfunneled)")
     q.add_argument("--pairs", required=True, metavar="FILE", help="View 2 pairs.txt")
-    q.add_argument("--embedder", choices=EMBEDDERS, help="default: config embedder.name (dlib)")
+    embedder_option(q)
     q.add_argument("--folds", default="1-10", metavar="SPEC",
                    help="folds to use, e.g. 1-10 (default), 6-10, 3 or 1,3,5; a single fold is split into 10 parts")
     q.add_argument("--flip", action="store_true",
                    help="embed each face and its mirror image and average them (test-time augmentation)")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(q)
     q.add_argument("--roc", metavar="PNG", help="also write a ROC plot to this PNG file")
     q.add_argument("--cache", metavar="DIR",
                    help="face cache directory (default $XDG_CACHE_HOME/edged, else ~/.cache/edged)")
@@ -37,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval_lfw(ctx: Context) -> int:
-    from edged.facecache import FaceCache, analyse
+    from edged.eval.facecache import FaceCache, analyse
 
     args = ctx.args
     start = time.monotonic()
@@ -114,15 +112,14 @@ def _image_paths(data: Path, pairs: list[Pair], pairs_file: str) -> list[str]:
 
 def _write_roc(path: Path, dist: np.ndarray, same: np.ndarray, fold_of: np.ndarray, folds: list[int],
                result: Evaluation, embedder_name: str) -> None:
-    from edged.evaluate_plot import draw_roc
-    from edged.imageio import encode_png
+    from edged.eval.plots import plot_roc
 
     curves = [(fpr, tpr) for _, fpr, tpr in roc_by_unit(dist, same, fold_of, folds)]
     which = f"fold {folds[0]} in {len(curves)} parts" if len(folds) == 1 else f"folds {fold_spec(folds)}"
     title = (f"LFW View 2, {embedder_name}, {which}: accuracy {result.accuracy_mean:.4f} "
              f"+- {result.accuracy_std:.4f}")
     legend = f"mean ROC (AUC {result.auc:.4f}, {result.pairs} pairs)"
-    atomic_write(path, encode_png(draw_roc(curves, title, legend)), 0o644)
+    plot_roc(path, curves, title, legend)
 
 
 

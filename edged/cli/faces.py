@@ -8,25 +8,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.cli.common import Context
-from edged.embed import EMBEDDERS
+from edged.cli.common import Context, embedder_option, json_option
+from edged.distance import squared_l2
+from edged.embed.faces import FacePipeline, FaceResult
 from edged.errors import EdgedError, NoFaceError
-from edged.faces import FacePipeline, FaceResult
-from edged.imageio import load_image
-from edged.preprocess import squared_l2
+from edged.vision.imageio import load_image
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="print the embedding of the largest face in each image")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--embedder", choices=EMBEDDERS, help="default: config embedder.name (dlib)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    embedder_option(p)
+    json_option(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("compare", help="squared L2 distances between the largest faces of images")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--embedder", choices=EMBEDDERS, help="default: config embedder.name (dlib)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    embedder_option(p)
+    json_option(p)
     p.set_defaults(func=cmd_compare)
 
 

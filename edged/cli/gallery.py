@@ -11,22 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edged.cli.common import Context
-from edged.embed import EMBEDDERS
+from edged.cli.common import Context, embedder_option, json_option
 from edged.embed.base import Embedder
 from edged.errors import EdgedError, GalleryError
-from edged.gallery import (
-    Gallery,
-    atomic_write,
-    ensure_directory,
-    export_gallery,
-    import_gallery,
-    validate_display_name,
-    validate_name,
-)
+from edged.gallery.store import Gallery, validate_display_name, validate_name
+from edged.gallery.transfer import atomic_write, export_gallery, import_gallery
 
 if TYPE_CHECKING:
-    from edged.camera import FrameSource
+    from edged.camera.source import FrameSource
+    from edged.gallery.enroll import EnrollReport
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="how long to watch the camera (10)")
     p.add_argument("--display-name", metavar="TEXT", help="free-text name shown in events (default: NAME)")
     p.add_argument("--largest", action="store_true", help="take the largest face of pictures with several")
-    p.add_argument("--embedder", choices=EMBEDDERS, help="default: the gallery's, else config embedder.name")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    embedder_option(p, "the gallery's, else config embedder.name")
+    json_option(p)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", help="name every face in images using the gallery")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--embedder", choices=EMBEDDERS, help="default: the gallery's embedder")
+    embedder_option(p, "the gallery's embedder")
     p.add_argument("--threshold", type=float, metavar="D", help="squared-L2 threshold (default: the embedder's)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(p)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("gallery", help="list and manage enrolled people")
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
     gsub.required = True
     q = gsub.add_parser("list", help="enrolled people")
-    q.add_argument("--json", action="store_true")
+    json_option(q)
     q.set_defaults(func=cmd_list)
     q = gsub.add_parser("show", help="one person's samples")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--crops", metavar="DIR", help="also write the stored face crops as PNG files into DIR")
-    q.add_argument("--json", action="store_true")
+    json_option(q)
     q.set_defaults(func=cmd_show)
     q = gsub.add_parser("remove", help="delete a person and all their samples")
     q.add_argument("name", metavar="NAME")
@@ -81,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("file", metavar="FILE")
     q.set_defaults(func=cmd_import)
     q = gsub.add_parser("reembed", help="recompute every embedding from the stored face crops")
-    q.add_argument("--embedder", choices=EMBEDDERS, help="default: config embedder.name")
-    q.add_argument("--json", action="store_true")
+    embedder_option(q, "config embedder.name")
+    json_option(q)
     q.set_defaults(func=cmd_reembed)
     q = gsub.add_parser("plot", help="2-D map of the gallery's embeddings coloured by person (PNG)")
     q.add_argument("file", metavar="FILE.png")
@@ -93,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-far", type=float, default=0.001, metavar="RATE",
                    help="false accept rate to stay under (default 0.001)")
     p.add_argument("--plot", metavar="FILE.png", help="save the FAR/FRR curves as a PNG")
-    p.add_argument("--json", action="store_true")
+    json_option(p)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -134,8 +127,7 @@ def _err(msg: str) -> None:
 # ---- enroll ----
 
 def cmd_enroll(ctx: Context) -> int:
-    from edged.enroll import Enroller, expand_sources, open_video
-    from edged.faces import FacePipeline
+    from edged.gallery.enroll import enroll_person, expand_sources
 
     args = ctx.args
     name = validate_name(args.name)
@@ -145,71 +137,59 @@ def cmd_enroll(ctx: Context) -> int:
     if not 0 < args.seconds <= 3600:
         raise EdgedError(f"--seconds: must be in (0, 3600], got {args.seconds:g}")
     items = expand_sources(args.sources)
-    for item in items:
-        if item.kind == "video":
-            open_video(item.path)[0].release()
     camera = _open_camera(ctx, args.camera) if args.camera is not None else None
-    path = ctx.gallery_path()
-    gallery = Gallery(path, create=False) if path.exists() else None
-    if gallery is None:
-        ensure_directory(path)
     try:
-        embedder = pick_embedder(ctx, gallery, args.embedder)
-        stored = gallery.snapshot(embedder.version).vectors if gallery else None
-        enroller = Enroller(FacePipeline(embedder), ctx.config.enroll, largest=args.largest, stored=stored)
         with ctx.progress(len(items), f"enroll {name}") as bar:
             def on_item(item: Any, outcome: str) -> None:
                 log.info("enroll: %s: %s", item.path, outcome)
                 bar.update()
 
-            report = enroller.run(items, on_item)
-        if camera is not None:
-            print(f"enroll {name}: look at the camera {camera.name} for {args.seconds:g} s, turning a little",
-                  file=sys.stderr)
-            log.info("enroll: %s: %s", camera.name, enroller.camera(camera, args.seconds, report))
-        if report.samples:
-            if gallery is None:
-                gallery = Gallery(path, create=True)
-            gallery.add_samples(name, report.samples, display_name=display)
+            def on_camera(source: FrameSource) -> None:
+                print(f"enroll {name}: look at the camera {source.name} for {args.seconds:g} s, turning a little",
+                      file=sys.stderr)
+
+            report = enroll_person(ctx.gallery_path(), name, items, ctx.config.enroll,
+                                   lambda gallery: pick_embedder(ctx, gallery, args.embedder), display_name=display,
+                                   largest=args.largest, camera=camera, camera_seconds=args.seconds,
+                                   on_item=on_item, on_camera=on_camera)
     finally:
         if camera is not None:
             camera.close()
-        if gallery is not None:
-            gallery.close()
-    counts = report.reason_counts()
-    reasons = ", ".join(f"{reason} {n}" for reason, n in counts.most_common())
-    if ctx.json:
-        ctx.emit_json({"name": name, "added": len(report.samples),
-                       "rejected": [{"source": s, "reason": r} for s, r in report.rejected],
-                       "surplus_frames": report.surplus})
-    else:
-        frames: Counter[str] = Counter()
-        for source, reason in report.rejected:
-            if "#frame" in source:
-                frames[source.split("#frame")[0]] += 1
-            else:
-                ctx.print(f"rejected {source}: {reason}")
-        for video, n in frames.items():
-            by_reason = Counter(r.split(" (")[0] for s, r in report.rejected if s.startswith(video + "#frame"))
-            ctx.print(f"rejected {n} frames of {video}: " + ", ".join(f"{k} {v}" for k, v in by_reason.most_common()))
-        extra = f"; {report.surplus} more usable frames not needed" if report.surplus else ""
-        ctx.print(f"added {len(report.samples)} samples for {name}, rejected {len(report.rejected)}"
-                  + (f" ({reasons})" if reasons else "") + extra)
+    _print_enroll(ctx, name, report)
     if not report.samples:
         _err(f"no samples added for {name}: every input was rejected")
         return 1
     return 0
 
 
+def _print_enroll(ctx: Context, name: str, report: EnrollReport) -> None:
+    if ctx.json:
+        ctx.emit_json({"name": name, "added": len(report.samples),
+                       "rejected": [{"source": s, "reason": r} for s, r in report.rejected],
+                       "surplus_frames": report.surplus})
+        return
+    frames: Counter[str] = Counter()
+    for source, reason in report.rejected:
+        if "#frame" in source:
+            frames[source.split("#frame")[0]] += 1
+        else:
+            ctx.print(f"rejected {source}: {reason}")
+    for video, n in frames.items():
+        by_reason = Counter(r.split(" (")[0] for s, r in report.rejected if s.startswith(video + "#frame"))
+        ctx.print(f"rejected {n} frames of {video}: " + ", ".join(f"{k} {v}" for k, v in by_reason.most_common()))
+    reasons = ", ".join(f"{reason} {n}" for reason, n in report.reason_counts().most_common())
+    extra = f"; {report.surplus} more usable frames not needed" if report.surplus else ""
+    ctx.print(f"added {len(report.samples)} samples for {name}, rejected {len(report.rejected)}"
+              + (f" ({reasons})" if reasons else "") + extra)
+
+
 def _open_camera(ctx: Context, source: str) -> FrameSource:
     """The camera to enroll from: `source`, else the config's camera.source; opened (CameraError if not)."""
-    import dataclasses
-
-    from edged.camera import FrameSource
+    from edged.camera.source import FrameSource
 
     cfg = ctx.config.camera
     if source:
-        cfg = dataclasses.replace(cfg, source=int(source) if source.isdigit() else source)
+        cfg = cfg.model_copy(update={"source": int(source) if source.isdigit() else source})
     camera = FrameSource(cfg)
     camera.open()
     return camera
@@ -218,9 +198,9 @@ def _open_camera(ctx: Context, source: str) -> FrameSource:
 # ---- identify ----
 
 def cmd_identify(ctx: Context) -> int:
-    from edged.faces import FacePipeline
-    from edged.imageio import load_image
-    from edged.match import Matcher
+    from edged.embed.faces import FacePipeline
+    from edged.gallery.match import Matcher
+    from edged.vision.imageio import load_image
 
     args = ctx.args
     with open_gallery(ctx) as gallery:
@@ -347,7 +327,7 @@ def cmd_export(ctx: Context) -> int:
 
 
 def cmd_import(ctx: Context) -> int:
-    from edged.gallery import read_export
+    from edged.gallery.transfer import read_export
 
     read_export(ctx.args.file)  # verify before creating anything
     with open_gallery(ctx, create=True) as gallery:
@@ -358,7 +338,7 @@ def cmd_import(ctx: Context) -> int:
 
 
 def cmd_reembed(ctx: Context) -> int:
-    from edged.enroll import CROP_FORMAT, embed_crops
+    from edged.gallery.enroll import CROP_FORMAT, embed_crops
 
     with open_gallery(ctx) as gallery:
         counter = gallery.change_counter()
@@ -387,7 +367,7 @@ def cmd_reembed(ctx: Context) -> int:
 
 
 def cmd_plot(ctx: Context) -> int:
-    from edged.plots import plot_scatter, project_2d
+    from edged.eval.plots import plot_scatter, project_2d
 
     with open_gallery(ctx) as gallery:
         version = gallery.embedder_version()
@@ -407,7 +387,7 @@ def cmd_plot(ctx: Context) -> int:
 # ---- calibrate ----
 
 def cmd_calibrate(ctx: Context) -> int:
-    from edged.match import equal_error_rate, error_curve, pair_distances, threshold_for_far
+    from edged.gallery.calibrate import calibrate
 
     args = ctx.args
     if not 0.0 < args.target_far < 1.0:
@@ -415,56 +395,47 @@ def cmd_calibrate(ctx: Context) -> int:
     with open_gallery(ctx) as gallery:
         embedder = pick_embedder(ctx, gallery, None)
         snap = gallery.snapshot(embedder.version)
-    pairs = pair_distances(snap.labels, snap.vectors)
-    if len(pairs.genuine) == 0 or len(pairs.impostor) == 0:
-        raise GalleryError(f"{ctx.gallery_path()}: calibrate needs at least 2 people and one person with 2 or more "
-                           f"samples (have {len(snap.names)} people, {len(snap.labels)} samples)")
-    current = threshold_of(ctx, embedder)
-    suggested = threshold_for_far(pairs, args.target_far)
-    top = min(4.0, max(float(pairs.genuine.max()), suggested, current) * 1.25)
-    grid = np.round(np.arange(0.0, top + 1e-9, 0.001), 6)
-    curve = error_curve(pairs, grid)
-    eer_t, eer = equal_error_rate(curve)
-    at = error_curve(pairs, np.array([current, suggested]))
-    table_t = sorted(set(np.round(np.linspace(0.0, top, 13), 3).tolist()) | {round(current, 3), round(suggested, 3)})
-    table = error_curve(pairs, np.array(table_t))
+    try:
+        cal = calibrate(snap, threshold_of(ctx, embedder), args.target_far)
+    except GalleryError as exc:
+        raise GalleryError(f"{ctx.gallery_path()}: {exc}") from exc
+    current, suggested, pairs, table, at = cal.current, cal.suggested, cal.pairs, cal.table, cal.at
     if args.plot:
-        from edged.plots import Series, plot_curves
+        from edged.eval.plots import Series, plot_curves
 
-        plot_curves(args.plot, [Series("FAR (impostor pairs accepted)", curve.thresholds, curve.far),
-                                Series("FRR (genuine pairs rejected)", curve.thresholds, curve.frr)],
+        plot_curves(args.plot, [Series("FAR (impostor pairs accepted)", cal.curve.thresholds, cal.curve.far),
+                                Series("FRR (genuine pairs rejected)", cal.curve.thresholds, cal.curve.frr)],
                     title=f"{embedder.name}: {len(pairs.genuine)} genuine, {len(pairs.impostor)} impostor pairs",
                     xlabel="threshold (squared L2)", ylabel="error rate", y_range=(0.0, 1.0),
                     vlines=[(current, "current"), (suggested, "suggested")])
-    resolution = 1.0 / len(pairs.impostor)
     if ctx.json:
         ctx.emit_json({
-            "embedder": embedder.name, "people": len(snap.names), "samples": len(snap.labels),
+            "embedder": embedder.name, "people": cal.people, "samples": cal.samples,
             "genuine_pairs": len(pairs.genuine), "impostor_pairs": len(pairs.impostor),
             "target_far": args.target_far, "current_threshold": current, "suggested_threshold": suggested,
             "far_at_suggested": float(at.far[1]), "frr_at_suggested": float(at.frr[1]),
             "far_at_current": float(at.far[0]), "frr_at_current": float(at.frr[0]),
-            "eer": {"threshold": eer_t, "rate": eer},
+            "eer": {"threshold": cal.eer_threshold, "rate": cal.eer},
             "curve": [{"threshold": float(t), "far": float(a), "frr": float(r)}
                       for t, a, r in zip(table.thresholds, table.far, table.frr, strict=True)],
             "plot": args.plot})
         return 0
-    ctx.print(f"{embedder.name}: {len(snap.names)} people, {len(snap.labels)} samples: "
+    ctx.print(f"{embedder.name}: {cal.people} people, {cal.samples} samples: "
               f"{len(pairs.genuine)} genuine pairs, {len(pairs.impostor)} impostor pairs")
     ctx.print(f"{'threshold':>9}  {'FAR':>7}  {'FRR':>7}")
     for t, a, r in zip(table.thresholds, table.far, table.frr, strict=True):
         mark = "  <- current" if abs(t - round(current, 3)) < 1e-9 else ""
         mark += "  <- suggested" if abs(t - round(suggested, 3)) < 1e-9 else ""
         ctx.print(f"{t:9.3f}  {a:7.4f}  {r:7.4f}{mark}")
-    ctx.print(f"equal error rate {eer:.4f} at threshold {eer_t:.3f}")
+    ctx.print(f"equal error rate {cal.eer:.4f} at threshold {cal.eer_threshold:.3f}")
     ctx.print(f"suggested threshold for FAR <= {args.target_far:g}: {suggested:.3f} "
               f"(FAR {at.far[1]:.4f}, FRR {at.frr[1]:.4f}); current {current:.3f} "
               f"(FAR {at.far[0]:.4f}, FRR {at.frr[0]:.4f})")
-    if resolution > args.target_far:
-        ctx.print(f"note: with {len(pairs.impostor)} impostor pairs FAR is measured in steps of {resolution:.4f}; "
-                  f"the suggestion only keeps every impostor pair out. Enroll more people for a real estimate.")
+    if cal.far_resolution > args.target_far:
+        ctx.print(f"note: with {len(pairs.impostor)} impostor pairs FAR is measured in steps of "
+                  f"{cal.far_resolution:.4f}; the suggestion only keeps every impostor pair out. Enroll more people "
+                  f"for a real estimate.")
     ctx.print("set it with embedder.threshold in the config file")
     if args.plot:
         ctx.print(f"wrote {args.plot}")
     return 0
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edged.cli.common import Context
+from edged.cli.common import Context, json_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub.required = True
 
     q = msub.add_parser("list", help="registered and installed models, with paths and checksums")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(q)
     q.set_defaults(func=cmd_list)
 
     q = msub.add_parser("fetch", help="download a registered model, verify its checksum, install it")
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "else the registry's)")
     q.add_argument("--force", action="store_true", help="download even if already installed")
     q.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(q)
     q.set_defaults(func=cmd_fetch)
 
     q = msub.add_parser("import", help="check weights (t7, pt, Keras-OpenFace CSV dir) and install them")
@@ -33,20 +33,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--threshold", type=float, help="squared-L2 match threshold of unregistered weights "
                                                    "(default: recorded in the file, else 0.99)")
     q.add_argument("--force", action="store_true", help="replace an installed model of the same name")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(q)
     q.set_defaults(func=cmd_import)
 
     q = msub.add_parser("verify", help="check checksums and load every installed model (or those named)")
     q.add_argument("names", nargs="*", metavar="NAME")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(q)
     q.set_defaults(func=cmd_verify)
 
 
 def cmd_list(ctx: Context) -> int:
-    from edged import models
+    from edged.models import store as models
+    from edged.models.registry import load_registry
 
     directory = ctx.models_dir()
-    rows = models.list_models(directory, models.load_registry())
+    rows = models.list_models(directory, load_registry())
     if ctx.json:
         ctx.emit_json({"models_dir": str(directory), "models": rows})
         return 0
@@ -59,9 +60,10 @@ def cmd_list(ctx: Context) -> int:
 
 
 def cmd_fetch(ctx: Context) -> int:
-    from edged import models
+    from edged.models import store as models
+    from edged.models.registry import load_registry
 
-    registry = models.load_registry()
+    registry = load_registry()
     entry = registry.require(ctx.args.name)
     file = entry.file_of(ctx.args.format)
     progress = ctx.progress(max(file.size or 0, 1) // 1024, f"fetch {file.file} (KiB)")
@@ -85,9 +87,10 @@ def cmd_fetch(ctx: Context) -> int:
 
 
 def cmd_import(ctx: Context) -> int:
-    from edged import models
+    from edged.models import store as models
+    from edged.models.registry import load_registry
 
-    result = models.import_weights(ctx.args.path, ctx.models_dir(), models.load_registry(), name=ctx.args.name,
+    result = models.import_weights(ctx.args.path, ctx.models_dir(), load_registry(), name=ctx.args.name,
                                    threshold=ctx.args.threshold, force=ctx.args.force)
     if ctx.json:
         ctx.emit_json({"name": result.name, "path": str(result.path), "source_format": result.source_format,
@@ -100,10 +103,11 @@ def cmd_import(ctx: Context) -> int:
 
 
 def cmd_verify(ctx: Context) -> int:
-    from edged import models
+    from edged.models import store as models
+    from edged.models.registry import load_registry
 
     directory = ctx.models_dir()
-    results = models.verify(directory, models.load_registry(), ctx.args.names or None)
+    results = models.verify(directory, load_registry(), ctx.args.names or None)
     if ctx.json:
         ctx.emit_json({"models_dir": str(directory), "results": [
             {"name": r.name, "path": str(r.path), "ok": r.ok, "message": r.message} for r in results]})

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from edged.cli.common import Context
+from edged.cli.common import Context, json_option
 from edged.config import ConfigErrors, load_config, mqtt_password
 from edged.errors import ConfigError, EdgedError
 from edged.fileio import atomic_write
@@ -24,20 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "SIGTERM/SIGINT or at the end of a video file; SIGHUP reloads the gallery.")
     p.add_argument("--source", metavar="SRC", help="override camera.source (index, /dev/videoN, URL or video file)")
     p.add_argument("--stats-json", metavar="FILE", help="write run statistics (fps, stage times, RSS...) at exit")
-    p.add_argument("--json", action="store_true", help="print the run statistics as JSON on stdout at exit")
+    json_option(p, "print the run statistics as JSON on stdout at exit")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate config files; print every problem with key and line")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(p)
     p.set_defaults(func=cmd_check_config)
 
 
 
 
 def cmd_run(ctx: Context) -> int:
-    from edged.daemon import Daemon
-    from edged.service import setup_logging
+    from edged.runtime.daemon import Daemon
+    from edged.runtime.systemd import setup_logging
 
     if not (ctx.args.config or os.environ.get("EDGED_CONFIG")):
         raise ConfigError("edged run needs a config file: --config FILE or $EDGED_CONFIG "
@@ -45,7 +44,7 @@ def cmd_run(ctx: Context) -> int:
     cfg = ctx.config
     if ctx.args.source is not None:
         source: int | str = int(ctx.args.source) if ctx.args.source.isdigit() else ctx.args.source
-        cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, source=source))
+        cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"source": source})})
     level = {0: cfg.logging.level, 1: "INFO", 2: "DEBUG"}[min(ctx.args.verbose, 2)]
     if ctx.args.verbose == 1 and cfg.logging.level == "DEBUG":
         level = "DEBUG"

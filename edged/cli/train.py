@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from edged.cli.common import Context
+from edged.cli.common import Context, json_option
 from edged.errors import EdgedError
 
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cache", metavar="DIR", help="face cache directory (default ~/.cache/edged)")
     q.add_argument("--out", required=True, metavar="FILE.npz")
     q.add_argument("--workers", type=int, default=None)
-    q.add_argument("--json", action="store_true")
+    json_option(q)
     q.set_defaults(func=cmd_prepare)
 
     d = tsub.add_parser("distill", help="train nn4.small2 to reproduce dlib ResNet embeddings")
@@ -66,7 +66,7 @@ def _common_training_args(p: argparse.ArgumentParser, epochs: int, lr: float, ba
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --workdir")
     p.add_argument("--export", metavar="FILE.pt", help="write the final weights in edged's format with a model card")
     p.add_argument("--name", default="nn4.small2.edged-custom", help="model name recorded in the export")
-    p.add_argument("--json", action="store_true")
+    json_option(p)
 
 
 def _cache_path(arg: str | None) -> Path:
@@ -75,11 +75,11 @@ def _cache_path(arg: str | None) -> Path:
 
 
 def _init_model(ctx: Context, init: str | None):
-    from edged.embed.nn4_net import NN4Small2
+    from edged.embed.nn4.net import NN4Small2
 
     if not init:
         return NN4Small2()
-    from edged.embed.nn4 import load_nn4
+    from edged.embed.nn4.embedder import load_nn4
 
     return load_nn4(init, models_dir=str(ctx.models_dir()))
 
@@ -92,7 +92,7 @@ def _set_threads(n: int) -> None:
 
 
 def cmd_prepare(ctx: Context) -> int:
-    from edged.facecache import FaceCache
+    from edged.eval.facecache import FaceCache
     from edged.train.prepare import build_distill_set
 
     a = ctx.args
@@ -168,7 +168,7 @@ def cmd_distill(ctx: Context) -> int:
     aug = AugmentConfig()
     on_epoch = None
     if a.val_lfw and a.val_pairs:
-        from edged.facecache import FaceCache
+        from edged.eval.facecache import FaceCache
         from edged.train.validate import LfwProbe
 
         probe = LfwProbe.build(FaceCache(_cache_path(a.cache)), a.val_lfw, a.val_pairs, a.val_folds)
@@ -190,7 +190,7 @@ def cmd_distill(ctx: Context) -> int:
 
 
 def cmd_triplet(ctx: Context) -> int:
-    from edged.facecache import FaceCache
+    from edged.eval.facecache import FaceCache
     from edged.train.data import AugmentConfig
     from edged.train.labelled import load_labelled
     from edged.train.loop import LoopConfig, run_training

@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from edged.align import AlignmentSpec
-from edged.preprocess import EMBEDDING_DIM
+from edged.distance import EMBEDDING_DIM
+from edged.vision.align import AlignmentSpec
 
 
 class Embedder(ABC):

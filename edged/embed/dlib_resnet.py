@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from edged import dlib_models
-from edged.align import DLIB_CHIP_150
+from edged.distance import l2_normalize
 from edged.embed.base import Embedder, as_batch
-from edged.preprocess import l2_normalize
+from edged.vision import dlib_files as dlib_models
+from edged.vision.align import DLIB_CHIP_150
 
 
 class DlibResNetEmbedder(Embedder):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edged.preprocess import IMG_DIM, MINMAX_TEMPLATE, OUTER_EYES_AND_NOSE
+from edged.embed.nn4.preprocess import IMG_DIM
+from edged.vision.align import MINMAX_TEMPLATE, OUTER_EYES_AND_NOSE
 
 MARGIN = 16
 CANVAS = IMG_DIM + 2 * MARGIN

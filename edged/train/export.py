@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edged.align import OPENFACE_96
-from edged.embed.nn4_net import NN4Small2
-from edged.nn4_weights import atomic_write_bytes, file_digests, save_weights
+from edged.embed.nn4.net import NN4Small2
+from edged.embed.nn4.weights import atomic_write_bytes, file_digests, save_weights
+from edged.vision.align import OPENFACE_96
 
 LICENCE_NOTE = (
     "Trained by distillation from dlib's ResNet (dlib_face_recognition_resnet_model_v1, as packaged by "

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from edged.errors import EdgedError
-from edged.facecache import FaceCache, analyse
-from edged.imageio import load_image
+from edged.eval.facecache import FaceCache, analyse
 from edged.train.data import CANVAS, align_canvas
 from edged.train.prepare import image_files
 from edged.train.triplet import LabelledSet
+from edged.vision.imageio import load_image
 
 
 def load_labelled(cache: FaceCache, folder: str | Path, workers: int | None = None) -> LabelledSet:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edged.embed.nn4_net import NN4Small2
+from edged.embed.nn4.net import NN4Small2
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edged.align import align_openface
-from edged.evaluate import Evaluation, evaluate, load_pairs
-from edged.facecache import FaceCache, analyse
-from edged.imageio import load_image
-from edged.preprocess import to_network_input
+from edged.embed.nn4.preprocess import to_network_input
+from edged.eval.facecache import FaceCache, analyse
+from edged.eval.lfw import Evaluation, evaluate, load_pairs
+from edged.vision.align import align_openface
+from edged.vision.imageio import load_image
 
 
 @dataclass

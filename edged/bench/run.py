@@ -1,0 +1,130 @@
+"""Measurements behind `edged bench`: every stage on real inputs, the daemon end to end, and peers side by side.
+
+Rules every number here follows:
+
+* a timing is the median of repeated runs after one untimed warm-up run (model loading, caches);
+* runtimes that are compared with each other run interleaved (A B C A B C ...) in the same process,
+  so changing machine load hits them alike, and their ratios are edged time / peer time (< 1 = edged faster);
+* inputs are real: photos and the Hamilton clip from the shared data set; only the match-stage galleries
+  are synthetic unit vectors;
+* nothing here judges speed: a benchmark reports, it never fails on timing.
+
+The nn4 runtimes are fed identical input and every runtime's time includes the same preprocessing
+(uint8 HxWx3 faces -> float32 NCHW / 255 by `edged.embed.nn4.preprocess.to_network_input`; edged's `embed()` does
+it internally, the peers call it in the timed function).
+
+The end-to-end run starts the daemon (`edged.runtime.daemon.Daemon`) in a child process, so its peak RSS and
+CPU are its own; the child runs `edged.bench.e2e.e2e_child_main` with MQTT off and a `RecordingSink` on the
+event stream, which stamps every event with the wall time it was handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edged.bench.common import (
+    CLIP,
+    LATENCY_PERSON,
+    NN4_BATCHES,
+    SCHEMA,
+    BenchPlan,
+    Step,
+    load_average,
+    machine_info,
+    read_clip,
+    require_inputs,
+)
+from edged.bench.e2e import bench_config, e2e_summary, enroll_known, run_daemon_child
+from edged.bench.peers import bench_face_recognition_style, bench_nn4_runtimes, nn4_for_speed
+from edged.bench.stages import bench_align, bench_decode, bench_detect, bench_dlib_embed, bench_match
+
+log = logging.getLogger(__name__)
+
+
+# ---- the whole run ----
+
+@contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="edged-bench-") as name:
+        os.chmod(name, 0o700)  # holds a gallery (biometric data)
+        yield Path(name)
+
+
+def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
+              step: Step | None = None) -> dict[str, Any]:
+    """Every measurement of `edged bench`, as one JSON-ready dict. `step(name)` is called before each part.
+
+    `config_path`: the user's config (detector, embedder, tracking, vote... settings for the end-to-end run
+    and the pipeline comparison); None = built-in defaults.
+    """
+    from edged.models.embedders import embedder_from_config
+
+    parts: dict[str, float] = {}
+    last = [time.monotonic(), ""]
+
+    def note(name: str) -> None:
+        now = time.monotonic()
+        if last[1]:
+            parts[str(last[1])] = round(now - float(last[0]), 2)
+        last[:] = [now, name]
+        if name:
+            log.info("bench: %s", name)
+            if step:
+                step(name)
+
+    require_inputs(shared)
+    started, load_start = time.monotonic(), load_average()
+    report: dict[str, Any] = {"schema": SCHEMA, "quick": plan.quick}
+    note("machine")
+    report["machine"] = machine_info()
+    with _workdir() as work:
+        gallery = work / "gallery.db"
+        cfg = bench_config(config_path, shared / CLIP, gallery)
+        stages: dict[str, Any] = {}
+        note("decode")
+        stages["decode"] = bench_decode(shared, plan)
+        note("detect")
+        stages["detect"] = bench_detect(shared, plan)
+        note("align")
+        stages["align"], aligned = bench_align(shared, plan)
+        note("nn4 runtimes")
+        setup = nn4_for_speed(work, cfg.models.dir)
+        runtimes = bench_nn4_runtimes(setup, aligned.openface96, work, plan)
+        note("dlib embed")
+        stages["embed"] = {
+            "nn4": {"weights": setup.name, "weights_source": setup.source, "backend": runtimes["edged_backend"],
+                    **{f"batch_{n}": {"ms": runtimes[f"batch_{n}"]["edged_ms"],
+                                      "ms_per_face": runtimes[f"batch_{n}"]["edged_ms_per_face"]}
+                       for n in NN4_BATCHES}},
+            "dlib": bench_dlib_embed(aligned.chips150, plan)}
+        note("match")
+        embedder = embedder_from_config(cfg)
+        stages["match"] = bench_match(plan.gallery_sizes, plan.match_queries, embedder.threshold, plan)
+        report["stages"] = stages
+        note("end to end")
+        enrolled = enroll_known(gallery, embedder, shared, cfg)
+        _, fps = read_clip(shared / CLIP, (0, 1))
+        child = run_daemon_child(config_path, shared / CLIP, gallery, work)
+        report["end_to_end"] = {"clip": CLIP.name, "embedder": embedder.name, "enrolled": enrolled,
+                                "config": config_path or "built-in defaults",
+                                "outputs": "the event stream recorded in the child (no MQTT)",
+                                **e2e_summary(child, fps, LATENCY_PERSON)}
+        note("face_recognition-style peer")
+        frames, _ = read_clip(shared / CLIP, plan.peer_frames)
+        first = plan.peer_frames[0] if plan.peer_frames else 0
+        face_rec = bench_face_recognition_style(frames, first, fps, cfg, embedder, gallery, shared, plan)
+        del frames
+    note("")
+    report["peers"] = {"nn4_runtimes": runtimes, "face_recognition_style": face_rec}
+    report["part_seconds"] = parts
+    report["machine"]["load_average_start"] = load_start
+    report["machine"]["load_average_end"] = load_average()
+    report["duration_s"] = round(time.monotonic() - started, 2)
+    return report

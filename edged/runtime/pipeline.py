@@ -1,0 +1,229 @@
+"""The per-frame recognition stage: detect -> track -> align + embed (batched) -> match -> vote.
+
+Pure computation, no threads: `process(frame)` takes one `Frame` (its index and timeline
+seconds drive all timing decisions) and returns what happened on it. The only clock read is
+the injected `timer`, used for per-stage time totals in the statistics, never for decisions.
+
+Work is kept to what a track needs:
+
+* the detector runs every `detector.every_n_frames` processed frames, or on the next frame when
+  a correlation tracker lost its face, on the frame downscaled by `detector.scale`; every
+  `detector.small_faces_every_n_frames` frames (and on the first) it runs with one more upsample
+  step, so that faces too small for the cheap run (a person still far from the door) start tracks;
+* between detections the tracks still being recognised follow their faces with the correlation
+  tracker (`edged.track`); settled tracks keep their last detected box until the next detection;
+* a track is aligned and embedded only while its vote is not settled (so a new face is
+  recognised on consecutive frames until K of M agree) and then every
+  `tracking.recognize_every_s` seconds; all faces needing it in one frame are embedded in ONE batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edged.config import Config, DetectorConfig, PresenceConfig, TrackingConfig, VoteConfig
+from edged.embed.base import Embedder
+from edged.gallery.match import Matcher
+from edged.runtime.presence import Presence
+from edged.runtime.track import Track, Tracker
+from edged.runtime.vote import Voter
+from edged.types import Box, EventKind, Frame, IdentityEvent, PresenceChange
+from edged.vision.align import FaceAligner
+from edged.vision.detect import MAX_UPSAMPLE, FaceDetector
+
+STAGES = ("detect", "track", "align", "embed", "match")
+
+@dataclass(frozen=True)
+class Observation:
+    """A tracked face on one frame."""
+
+    track_id: int
+    box: Box
+    #: The person this track is held as, "unknown", or None while undecided.
+    identity: str | None
+    #: The box comes from a detection on this frame (not from the correlation tracker).
+    detected: bool
+
+
+@dataclass
+class FrameResult:
+    """What one frame produced."""
+
+    frame: int
+    t: float
+    detected: bool
+    observations: list[Observation]
+    events: list[IdentityEvent]
+    presence: list[PresenceChange]
+    embeds: int = 0
+
+
+@dataclass
+class PipelineStats:
+    """Totals over all processed frames."""
+
+    frames: int = 0
+    detector_runs: int = 0
+    #: Detector runs with one more upsample step (`detector.small_faces_every_n_frames`).
+    small_face_scans: int = 0
+    faces_detected: int = 0
+    tracks_started: int = 0
+    embeds: int = 0
+    embed_batches: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    #: person -> (frame, t) where the track later recognised as them was first detected.
+    first_detected: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: person -> (frame, t) of their first `recognized` event.
+    recognized: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+class RecognitionPipeline:
+    """Turns frames into tracks, recognitions and identity events for one camera."""
+
+    def __init__(self, embedder: Embedder, detection: DetectorConfig, tracking: TrackingConfig, vote: VoteConfig,
+                 presence: PresenceConfig, detector: FaceDetector | None = None, aligner: FaceAligner | None = None,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self.detection = detection
+        self.tracking = tracking
+        self.embedder = embedder
+        self.detector = detector or FaceDetector(detection.backend, upsample=detection.upsample)
+        self.aligner = aligner or FaceAligner(embedder.alignment)
+        self.tracker = Tracker(tracking.iou_min, tracking.max_age_s, tracking.correlation, tracking.lost_psr)
+        self.voter = Voter(vote.k, vote.m, tracking.left_after_s)
+        self.presence = Presence(presence.absent_after_s)
+        self.matcher: Matcher | None = None
+        self.stats = PipelineStats()
+        self._timer = timer
+        self._since_detect = detection.every_n_frames  # detect on the first frame
+        self._since_small = detection.small_faces_every_n_frames  # with the small-face scan
+        self._last_recognized: dict[int, float] = {}
+        self._track_first: dict[int, tuple[int, float]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config, embedder: Embedder, detector: FaceDetector | None = None) -> RecognitionPipeline:
+        """The pipeline with the config sections it needs."""
+        return cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector)
+
+    def set_matcher(self, matcher: Matcher | None, removed_people: set[str] | None = None) -> list[PresenceChange]:
+        """Use a new gallery; every live track is recognised again. Returns presence changes for removed people."""
+        self.matcher = matcher
+        self.voter.unsettle_all()
+        return self.presence.forget(removed_people or set())
+
+    # ---- one frame ----
+
+    def process(self, frame: Frame) -> FrameResult:
+        image, t = frame.image, frame.t
+        self.stats.frames += 1
+        detections = self._detect(image)
+        start = self._timer()
+        follow = {tr.id for tr in self.tracker.tracks if not self.voter.is_settled(tr.id)}
+        update = self.tracker.update(image, detections, frame.index, t, follow)
+        self.stats.seconds["track"] += self._timer() - start
+        for track in update.started:
+            self._track_first[track.id] = (frame.index, t)
+        self.stats.tracks_started += len(update.started)
+
+        for track in update.tracks:
+            if track.current:
+                self.voter.seen(track.id, track.box, frame.index, t, frame.wall)
+        events, embeds = self._recognize(frame, update.tracks)
+        for track in update.ended:
+            self._end_track(track.id, t)
+        events.extend(self.voter.due(t))
+
+        presence: list[PresenceChange] = []
+        for person, track_id in self.voter.holders().items():
+            track = next((tr for tr in update.tracks if tr.id == track_id), None)
+            if track is not None and not track.lost:
+                change = self.presence.seen(person, t, frame.wall)
+                if change:
+                    presence.append(change)
+        presence.extend(self.presence.due(t))
+
+        observations = [Observation(tr.id, tr.box, self.voter.identity(tr.id), tr.last_detected_t == t)
+                        for tr in update.tracks]
+        return FrameResult(frame.index, t, detections is not None, observations, events, presence, embeds)
+
+    def idle(self, t: float) -> tuple[list[IdentityEvent], list[PresenceChange]]:
+        """No frame arrived (a live source is down): tracks age out and timers run at timeline `t`."""
+        for track in self.tracker.expire(t):
+            self._end_track(track.id, t)
+        return self.voter.due(t), self.presence.due(t)
+
+    def _end_track(self, track_id: int, t: float) -> None:
+        self.voter.track_ended(track_id, t)
+        self._last_recognized.pop(track_id, None)
+        self._track_first.pop(track_id, None)
+
+    def finish(self) -> tuple[list[IdentityEvent], list[PresenceChange]]:
+        """The stream ended: every track ends, `left` for all announced tracks, everyone absent."""
+        self.tracker.end_all()
+        self._last_recognized.clear()
+        return self.voter.flush(), self.presence.flush()
+
+    # ---- stages ----
+
+    def _detect(self, image: np.ndarray) -> list[Box] | None:
+        dcfg = self.detection
+        self._since_detect += 1
+        self._since_small += 1
+        small = dcfg.small_faces_every_n_frames > 0 and self._since_small >= dcfg.small_faces_every_n_frames
+        if not small and self._since_detect < dcfg.every_n_frames and not self.tracker.any_lost:
+            return None
+        self._since_detect = 0
+        upsample = None
+        if small:
+            self._since_small = 0
+            upsample = min(self.detector.upsample + 1, MAX_UPSAMPLE)
+            self.stats.small_face_scans += 1
+        start = self._timer()
+        boxes = [b for b in self.detector.detect(image, dcfg.scale, upsample)
+                 if min(b.width, b.height) >= dcfg.min_face_px]
+        self.stats.seconds["detect"] += self._timer() - start
+        self.stats.detector_runs += 1
+        self.stats.faces_detected += len(boxes)
+        return boxes
+
+    def _needs_recognition(self, track: Track, t: float) -> bool:
+        if track.lost or not track.current or min(track.box.width, track.box.height) < self.detection.min_face_px:
+            return False  # no current box for it on this frame
+        if not self.voter.is_settled(track.id):
+            return True
+        every = self.tracking.recognize_every_s
+        return every > 0 and t - self._last_recognized.get(track.id, -np.inf) >= every
+
+    def _recognize(self, frame: Frame, tracks: list[Track]) -> tuple[list[IdentityEvent], int]:
+        if self.matcher is None:
+            return [], 0
+        todo = [tr for tr in tracks if self._needs_recognition(tr, frame.t)]
+        if not todo:
+            return [], 0
+        start = self._timer()
+        crops = [self.aligner.align(frame.image, tr.box) for tr in todo]
+        aligned = self._timer()
+        vectors = self.embedder.embed(crops)
+        embedded = self._timer()
+        results = self.matcher.match(vectors)
+        events: list[IdentityEvent] = []
+        for track, result in zip(todo, results, strict=True):
+            self._last_recognized[track.id] = frame.t
+            for event in self.voter.observe(track.id, result, track.box, frame.index, frame.t, frame.wall):
+                if event.kind != EventKind.LEFT:
+                    event = dataclasses.replace(event, image=frame.image)  # the frame it was decided on
+                events.append(event)
+                if event.kind == EventKind.RECOGNIZED and event.person not in self.stats.recognized:
+                    self.stats.recognized[event.person] = (frame.index, frame.t)
+                    self.stats.first_detected[event.person] = self._track_first.get(track.id, (frame.index, frame.t))
+        done = self._timer()
+        self.stats.seconds["align"] += aligned - start
+        self.stats.seconds["embed"] += embedded - aligned
+        self.stats.seconds["match"] += done - embedded
+        self.stats.embeds += len(todo)
+        self.stats.embed_batches += 1
+        return events, len(todo)

@@ -1,0 +1,189 @@
+"""Temporal voting: from per-frame matches of a track to identity events; and person presence.
+
+Pure computation: callers pass the timeline seconds `t` (and the wall-clock `wall` to stamp events).
+
+Per track, the last M recognitions are kept. A track gets a name when K of them agree on it
+(each within the embedder's threshold, as decided by the matcher); a track that stays unmatched
+for M recognitions in a row becomes `unknown`. A track with a decision is *settled* and needs no
+more recognitions until the caller's periodic re-check; a re-check that leaves the window
+without a K-majority unsettles it again.
+
+Events are announced once per (track, person):
+
+* `recognized` when a person is first named while nobody else's track holds that name. If the
+  same person is already held by another live track, or by a track that ended less than
+  `left_after_s` ago, the new track takes over silently (a detector gap or a duplicate track
+  is not a new arrival).
+* `unknown` once per track, after M unmatched recognitions.
+* `left` once the track holding a person (or an unknown track) has been gone for `left_after_s`
+  without being taken over; it carries the frame and time the face was last seen.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from edged.types import Box, EventKind, IdentityEvent, MatchResult
+
+RECOGNIZED = EventKind.RECOGNIZED
+UNKNOWN = EventKind.UNKNOWN
+LEFT = EventKind.LEFT
+
+
+@dataclass
+class _TrackVotes:
+    window: deque[tuple[str | None, float, float]]
+    #: The name this track holds, UNKNOWN, or None (undecided).
+    identity: str | None = None
+    settled: bool = False
+    last_box: Box | None = None
+    last_frame: int = 0
+    last_t: float = 0.0
+    last_wall: float = 0.0
+    distance: float = 4.0
+    confidence: float = 0.0
+
+
+@dataclass
+class _Pending:
+    """A track that ended while holding a person or unknown: `left` is due at `due`."""
+
+    track_id: int
+    person: str | None
+    due: float
+    event: IdentityEvent
+
+
+class Voter:
+    """K-of-M voting per track and once-per-(track, person) announcements."""
+
+    def __init__(self, k: int = 2, m: int = 3, left_after_s: float = 2.0) -> None:
+        if not 1 <= k <= m:
+            raise ValueError(f"need 1 <= k <= m, got k={k}, m={m}")
+        self.k = k
+        self.m = m
+        self.left_after_s = left_after_s
+        self._tracks: dict[int, _TrackVotes] = {}
+        #: person -> track id currently holding the name (live or pending left).
+        self._holders: dict[str, int] = {}
+        self._pending: dict[int, _Pending] = {}
+
+    # ---- queries ----
+
+    def identity(self, track_id: int) -> str | None:
+        """The person a track is held as, "unknown", or None while undecided."""
+        state = self._tracks.get(track_id)
+        return state.identity if state else None
+
+    def is_settled(self, track_id: int) -> bool:
+        state = self._tracks.get(track_id)
+        return bool(state and state.settled)
+
+    def holders(self) -> dict[str, int]:
+        """Person -> id of the live track holding that name."""
+        return {p: tid for p, tid in self._holders.items() if tid in self._tracks}
+
+    # ---- updates ----
+
+    def observe(self, track_id: int, result: MatchResult, box: Box, frame: int, t: float,
+                wall: float) -> list[IdentityEvent]:
+        """Add one recognition of a track; returns the events it triggers (at most two)."""
+        state = self._tracks.get(track_id)
+        if state is None:
+            state = self._tracks[track_id] = _TrackVotes(deque(maxlen=self.m))
+        state.window.append((result.name, float(result.distance), float(result.confidence)))
+        self.seen(track_id, box, frame, t, wall)
+        named = [n for n, _, _ in state.window if n is not None]
+        best, votes = Counter(named).most_common(1)[0] if named else (None, 0)
+        if best is not None and votes >= self.k:
+            state.settled = True
+            agreeing = [(d, c) for n, d, c in state.window if n == best]
+            state.distance, state.confidence = min(agreeing)
+            return self._claim(track_id, state, best)
+        if len(state.window) == self.m and not named:
+            # M unmatched in a row: an undecided track becomes unknown; a named one keeps its name
+            # (a face turned away is still the same person) until a re-check names someone else.
+            state.settled = True
+            if state.identity is None:
+                state.distance, state.confidence = min((d, c) for _, d, c in state.window)
+                state.identity = UNKNOWN
+                return [self._event(UNKNOWN, track_id, None, state)]
+            return []
+        state.settled = False
+        return []
+
+    def seen(self, track_id: int, box: Box, frame: int, t: float, wall: float) -> None:
+        """Record where and when a track was last seen (for its `left` event)."""
+        state = self._tracks.get(track_id)
+        if state is None:
+            state = self._tracks[track_id] = _TrackVotes(deque(maxlen=self.m))
+        state.last_box, state.last_frame, state.last_t, state.last_wall = box, frame, t, wall
+
+    def unsettle_all(self) -> None:
+        """Ask for fresh recognitions of every track (e.g. after the gallery changed)."""
+        for state in self._tracks.values():
+            state.settled = False
+            state.window.clear()
+
+    def track_ended(self, track_id: int, t: float) -> None:
+        """A track is gone: its `left` event becomes due after `left_after_s` unless taken over."""
+        state = self._tracks.pop(track_id, None)
+        if state is None or state.identity is None or state.last_box is None:
+            return
+        person = None if state.identity == UNKNOWN else state.identity
+        if person is not None and self._holders.get(person) != track_id:
+            return  # another track took this person over
+        left = self._event(LEFT, track_id, person, state)
+        self._pending[track_id] = _Pending(track_id, person, state.last_t + self.left_after_s, left)
+
+    def due(self, t: float) -> list[IdentityEvent]:
+        """`left` events whose time has come."""
+        out = []
+        for tid, pending in sorted(self._pending.items(), key=lambda kv: kv[1].due):
+            if pending.due <= t:
+                out.append(self._release(tid))
+        return out
+
+    def flush(self) -> list[IdentityEvent]:
+        """End of stream: every track ends now and every `left` is announced."""
+        for tid in list(self._tracks):
+            self.track_ended(tid, float("inf"))
+        return [self._release(tid) for tid in sorted(self._pending, key=lambda k: self._pending[k].due)]
+
+    # ---- internals ----
+
+    def _release(self, track_id: int) -> IdentityEvent:
+        pending = self._pending.pop(track_id)
+        if pending.person is not None and self._holders.get(pending.person) == track_id:
+            del self._holders[pending.person]
+        return pending.event
+
+    def _claim(self, track_id: int, state: _TrackVotes, person: str) -> list[IdentityEvent]:
+        if state.identity == person:
+            return []
+        events: list[IdentityEvent] = []
+        previous = state.identity
+        if previous not in (None, UNKNOWN) and self._holders.get(previous) == track_id:
+            # Re-identified as someone else: the previous person left this track.
+            del self._holders[previous]
+            events.append(self._event(LEFT, track_id, previous, state))
+        state.identity = person
+        holder = self._holders.get(person)
+        self._holders[person] = track_id
+        if holder is not None and holder != track_id:
+            self._pending.pop(holder, None)  # taken over: no left for the old track, no new recognized
+            other = self._tracks.get(holder)
+            if other is not None:
+                other.identity = None
+                other.settled = False
+                other.window.clear()
+            return events
+        events.append(self._event(RECOGNIZED, track_id, person, state))
+        return events
+
+    @staticmethod
+    def _event(kind: EventKind, track_id: int, person: str | None, state: _TrackVotes) -> IdentityEvent:
+        assert state.last_box is not None
+        return IdentityEvent(kind, track_id, person, state.distance, state.confidence, state.last_box,
+                             state.last_frame, state.last_t, state.last_wall)
