@@ -25,6 +25,8 @@ from edged.gallery.store import (
 from edged.gallery.transfer import export_gallery, import_gallery
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.pure
+
 VERSION = "dlib_face_recognition_resnet_model_v1"
 
 

@@ -422,3 +422,19 @@ def test_torch7_reader_shared_storage_versions_and_back_references(tmp_path):
     bad_offset = top.replace(_i64(8) + _i32(4) + _i32(3), _i64(9) + _i32(4) + _i32(3))
     with pytest.raises(ModelFileError, match=r"needs element 10 of 10"):
         read_t7(bad_offset)
+
+
+def test_torchfile_falls_short_on_hostile_files_so_edged_keeps_its_reader(tmp_path):
+    """Why edged reads .t7 itself instead of with `torchfile`: on a corrupt or hostile file torchfile
+    either tries to allocate what the file claims (a storage of 2^40 floats: 4 TiB) or silently returns a
+    truncated string; edged's reader refuses both with one line naming the file, before allocating."""
+    huge_storage = _i32(4) + _i32(1) + _str("V 1") + _str("torch.FloatStorage") + _i64(1 << 40) + b"\0" * 64
+    truncated_string = _i32(2) + _i32(1 << 30) + b"abc"
+    for name, data in (("storage.t7", huge_storage), ("string.t7", truncated_string)):
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(MemoryError):
+        torchfile.load(str(tmp_path / "storage.t7"))
+    assert torchfile.load(str(tmp_path / "string.t7")) == b"abc"  # 3 of 2^30 bytes, no error
+    for name in ("storage.t7", "string.t7"):
+        with pytest.raises(ModelFileError, match=rf"{name}: not a valid Torch7 file: truncated"):
+            read_t7(tmp_path / name)

@@ -36,6 +36,7 @@ def detector() -> FaceDetector:
     return FaceDetector("hog", upsample=0)
 
 
+@pytest.mark.pure
 def test_associate_is_greedy_by_iou_and_respects_minimum() -> None:
     tracks = [Box(0, 0, 100, 100), Box(200, 0, 300, 100)]
     dets = [Box(210, 5, 310, 105), Box(5, 5, 105, 105), Box(500, 500, 600, 600)]

@@ -31,6 +31,7 @@ def feed(voter: Voter, track: int, results: list[MatchResult], start_frame: int 
     return out
 
 
+@pytest.mark.pure
 def test_k_of_m_names_a_track_once() -> None:
     voter = Voter(k=2, m=3)
     steps = feed(voter, 1, [hit("ann", 0.12), miss(), hit("ann", 0.08), hit("ann"), hit("ann")])
@@ -42,12 +43,14 @@ def test_k_of_m_names_a_track_once() -> None:
     assert voter.identity(1) == "ann" and voter.is_settled(1)
 
 
+@pytest.mark.pure
 def test_disagreement_keeps_the_track_undecided() -> None:
     voter = Voter(k=2, m=3)
     steps = feed(voter, 1, [hit("ann"), hit("bob"), miss()])
     assert steps == [[], [], []] and voter.identity(1) is None and not voter.is_settled(1)
 
 
+@pytest.mark.pure
 def test_unknown_after_m_unmatched_recognitions_once() -> None:
     voter = Voter(k=2, m=3)
     steps = feed(voter, 7, [miss(d=0.3), miss(d=0.25), miss(d=0.4), miss(), miss()])
@@ -61,6 +64,7 @@ def test_unknown_after_m_unmatched_recognitions_once() -> None:
     assert (named.kind, named.person) == ("recognized", "ann")
 
 
+@pytest.mark.pure
 def test_named_track_stays_named_when_face_turns_away() -> None:
     voter = Voter(k=2, m=3)
     feed(voter, 1, [hit("ann"), hit("ann")])
@@ -68,6 +72,7 @@ def test_named_track_stays_named_when_face_turns_away() -> None:
     assert voter.identity(1) == "ann" and voter.is_settled(1)
 
 
+@pytest.mark.pure
 def test_left_after_window_with_last_seen_frame() -> None:
     voter = Voter(k=2, m=3, left_after_s=2.0)
     feed(voter, 1, [hit("ann"), hit("ann")])
@@ -81,6 +86,7 @@ def test_left_after_window_with_last_seen_frame() -> None:
     assert voter.due(100.0) == []
 
 
+@pytest.mark.pure
 def test_new_track_of_same_person_within_window_takes_over_silently() -> None:
     voter = Voter(k=2, m=3, left_after_s=2.0)
     assert [e.kind for s in feed(voter, 1, [hit("ann"), hit("ann")]) for e in s] == ["recognized"]
@@ -96,6 +102,7 @@ def test_new_track_of_same_person_within_window_takes_over_silently() -> None:
     assert (again.kind, again.track_id) == ("recognized", 3)
 
 
+@pytest.mark.pure
 def test_duplicate_live_tracks_announce_a_person_once() -> None:
     voter = Voter(k=2, m=3)
     a = feed(voter, 1, [hit("ann"), hit("ann")])
@@ -104,6 +111,7 @@ def test_duplicate_live_tracks_announce_a_person_once() -> None:
     assert voter.holders() == {"ann": 2}
 
 
+@pytest.mark.pure
 def test_reidentified_track_leaves_old_person() -> None:
     voter = Voter(k=1, m=1)
     feed(voter, 1, [hit("ann")])
@@ -111,6 +119,7 @@ def test_reidentified_track_leaves_old_person() -> None:
     assert (left.kind, left.person) == ("left", "ann") and (rec.kind, rec.person) == ("recognized", "bob")
 
 
+@pytest.mark.pure
 def test_unsettle_and_flush() -> None:
     voter = Voter(k=2, m=3)
     feed(voter, 1, [hit("ann"), hit("ann")])
@@ -122,11 +131,13 @@ def test_unsettle_and_flush() -> None:
     assert voter.flush() == []
 
 
+@pytest.mark.pure
 def test_invalid_k_m() -> None:
     with pytest.raises(ValueError):
         Voter(k=4, m=3)
 
 
+@pytest.mark.pure
 def test_presence_present_then_absent() -> None:
     p = Presence(absent_after_s=5.0)
     first = p.seen("ann", 0.0, 100.0)

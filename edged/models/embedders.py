@@ -6,15 +6,14 @@ Models load lazily on first use and instances are shared per (name, options).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged.config import Config
 from edged.embed import EMBEDDERS
 from edged.embed.base import Embedder
-from edged.embed.nn4.embedder import NN4Embedder
-from edged.embed.nn4.ort import CACHE_SUBDIR
-from edged.models import store
-from edged.models.registry import load_registry
+
+if TYPE_CHECKING:
+    from edged.embed.nn4.embedder import NN4Embedder
 
 _cache: dict[tuple[str, tuple[tuple[str, Any], ...]], Embedder] = {}
 _lock = threading.Lock()
@@ -24,8 +23,14 @@ def create_nn4_embedder(weights: str | None = None, device: str = "auto", thread
                         models_dir: str | None = None, backend: str = "auto") -> NN4Embedder:
     """The nn4 embedder for `weights` (registry name, file path, or None = best installed).
 
-    The onnxruntime backend caches its exports in `<models dir>/cache/`.
+    The onnxruntime backend caches its exports in `<models dir>/cache/`. torch loads only here, so a dlib
+    daemon never carries it.
     """
+    from edged.embed.nn4.embedder import NN4Embedder
+    from edged.embed.nn4.ort import CACHE_SUBDIR
+    from edged.models import store
+    from edged.models.registry import load_registry
+
     registry = load_registry()
     directory = store.models_dir(models_dir)
     model = store.resolve(weights, directory, registry)
@@ -54,6 +59,8 @@ def embedder_from_config(cfg: Config, name: str | None = None) -> Embedder:
     e = cfg.embedder
     chosen = name or e.name
     if chosen == "nn4":
+        from edged.models import store
+
         return get_embedder("nn4", weights=e.weights, device=e.device, threads=e.threads, backend=e.backend,
                             models_dir=str(store.models_dir(cfg.models.dir)))
     return get_embedder(chosen)
