@@ -114,8 +114,9 @@ class EmbedderConfig(_Section):
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     #: CPU threads (torch, or onnxruntime's per-run threads); 0 = all cores.
     threads: int = Field(0, ge=0, le=256)
-    #: Squared-L2 match threshold; null = the embedder's own.
-    threshold: float | None = Field(None, ge=0.0, le=4.0)
+    #: The door's match threshold (squared L2 to a person's template, one person with 3+ samples; adaptive with
+    #: `match.adaptive`); null = the embedder's own (`edged eval openset`: dlib 0.125).
+    threshold: float | None = Field(None, gt=0.0, le=4.0)
 
 
 class GalleryConfig(_Section):
@@ -125,11 +126,21 @@ class GalleryConfig(_Section):
 
 
 class MatchConfig(_Section):
-    #: knn: nearest samples (default); svm: scikit-learn linear SVM with probabilities.
+    #: knn: nearest identity (default); svm: scikit-learn linear SVM picks the candidate (OpenFace's demo).
     method: Literal["knn", "svm"] = "knn"
-    #: Per-person score: min distance, or mean of the k nearest samples of that person.
-    score: Literal["min", "mean_k"] = "min"
+    #: Per-person score: centroid (distance to the person's template, the normalised mean of their samples),
+    #: min (nearest sample) or mean_k (mean of the person's k nearest samples); null = the embedder's.
+    score: Literal["min", "mean_k", "centroid"] | None = None
     k: int = Field(3, ge=1, le=100)
+    #: Margin test: name a face only when it is clearly nearer to the candidate than to any other identity
+    #: (the runner-up person, or the nearest strangers the site has stored). false = threshold only.
+    margin: bool = True
+    #: The margin: the candidate's score must be at most this fraction of the distance to the next identity;
+    #: null = the embedder's door default (dlib 0.6).
+    max_ratio: float | None = Field(None, gt=0.0, le=10.0)
+    #: The threshold follows the gallery: strictest with many people enrolled (a stranger meets every one of
+    #: them), a little looser for people with only one or two samples. false = one threshold for everyone.
+    adaptive: bool = True
 
 
 class TrackingConfig(_Section):
@@ -141,6 +152,9 @@ class TrackingConfig(_Section):
     correlation: bool = True
     #: Re-recognise a settled track every this many seconds (0 = never).
     recognize_every_s: float = Field(10.0, ge=0.0, le=3600)
+    #: Re-recognise a track held as unknown this often (seconds): a face that turns towards the camera, or comes
+    #: closer, may still be named.
+    recheck_unknown_s: float = Field(0.25, ge=0.0, le=3600)
     #: A person "left" once their track is gone for this long (seconds); if the same person is
     #: recognised again within this window the new track continues the old one (no new event).
     left_after_s: float = Field(2.0, ge=0.0, le=3600)
@@ -164,6 +178,43 @@ class EnrollConfig(_Section):
     video_samples: int = Field(10, ge=1, le=1000)
     #: Keep aligned crops in the gallery (needed for `gallery reembed`).
     keep_crops: bool = True
+
+
+class QualityConfig(_Section):
+    #: Faces too poor to be named are "unknown (low quality)" (measures: `edged.vision.quality`).
+    #: Faces smaller than this (the smaller side of the detector box, pixels of the processed frame).
+    min_face_px: int = Field(40, ge=8, le=4096)
+    #: Variance of the Laplacian of the face box resampled to 64x64 grey levels below this = blurred.
+    min_sharpness: float = Field(40.0, ge=0.0, le=100000)
+    #: Head turn (degrees, estimated from the landmarks) beyond which a face is turned away.
+    max_yaw: float = Field(45.0, ge=0.0, le=90)
+    #: Name faces whose box or landmarks reach the image edge (false: "cut off by the image edge").
+    allow_truncated: bool = False
+
+
+class UnknownsConfig(_Section):
+    #: Store unknown visitors (each unknown track's best face samples) in the gallery file for review.
+    enabled: bool = True
+    #: `edged unknowns purge` (and the daemon) delete visits last seen longer ago than this (days).
+    retention_days: float = Field(30.0, gt=0.0, le=3650)
+    #: Keep at most this many visits; the oldest go first.
+    max_visits: int = Field(5000, ge=1, le=1_000_000)
+    #: Store the canonical face crops (for review and naming); false = embeddings only.
+    keep_crops: bool = True
+    #: Best samples (face size x sqrt(sharpness)) stored per unknown track.
+    samples_per_visit: int = Field(3, ge=1, le=50)
+    #: `edged unknowns cluster`: DBSCAN radius, the mean squared L2 between two visits' samples (measured
+    #: for dlib on LFW, see docs/unknowns.md; nn4 needs its own).
+    cluster_eps: float = Field(0.11, gt=0.0, le=4.0)
+
+
+class AuditConfig(_Section):
+    #: Record every access decision of the door in the hash-chained audit log (`edged audit`).
+    enabled: bool = True
+    #: Store the face crop of each decision with it (false: no raw faces in the log unless asked).
+    keep_crops: bool = False
+    #: `edged audit purge` (and the access controller) delete decisions older than this (days).
+    retention_days: float = Field(365.0, gt=0.0, le=36500)
 
 
 class TLSConfig(_Section):
@@ -240,6 +291,9 @@ class Config(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     vote: VoteConfig = Field(default_factory=VoteConfig)
     enroll: EnrollConfig = Field(default_factory=EnrollConfig)
+    unknowns: UnknownsConfig = Field(default_factory=UnknownsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)

@@ -40,6 +40,20 @@ class SourceState(StrEnum):
     STOPPED = "stopped"
 
 
+class UnknownReason(StrEnum):
+    """Why a face was not named."""
+
+    #: Farther than the threshold from every enrolled person.
+    TOO_FAR = "too far"
+    #: Within the threshold, but not clearly nearer to the candidate than to others (margin test).
+    AMBIGUOUS = "ambiguous"
+    #: Nearer to the ignore list (a poster, a face on the TV) than to anyone enrolled.
+    IGNORED = "ignored"
+    #: Too small, blurred, turned away or cut off to be named.
+    LOW_QUALITY = "low quality"
+    EMPTY_GALLERY = "nobody enrolled"
+
+
 @dataclass(frozen=True, slots=True)
 class Box:
     """A face box in pixel coordinates (right/bottom exclusive) with a detector score."""
@@ -127,6 +141,35 @@ class MatchResult:
     confidence: float
     #: The nearest person, named or not.
     candidate: str | None
+    #: The runner-up person's score (None with fewer than two people enrolled).
+    second: float | None = None
+    #: What `distance` is compared with for the margin test: the runner-up or the nearest known strangers.
+    reference: float | None = None
+    #: distance / reference (the margin test; lower = clearer).
+    ratio: float | None = None
+    #: Why the face was not named (None when it was).
+    reason: UnknownReason | None = None
+    #: The ignore-list label the face matched.
+    ignored: str | None = None
+    #: The threshold that applied (the candidate's, with an adaptive rule).
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class FaceSample:
+    """One good view of a tracked face, kept for the unknown-visitor store: its embedding and canonical crop."""
+
+    embedding: np.ndarray = field(repr=False)
+    #: The embedder-independent canonical crop (`edged.gallery.enroll.canonical_crop`), RGB uint8.
+    crop: np.ndarray | None = field(repr=False)
+    face_px: int
+    #: Variance of the Laplacian of the canonical crop's face region (as `edged enroll` measures it).
+    sharpness: float
+
+    @property
+    def quality(self) -> float:
+        """Ranking: bigger and sharper is better (as for enrollment from video)."""
+        return float(self.face_px) * float(np.sqrt(max(self.sharpness, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -142,9 +185,18 @@ class IdentityEvent:
     frame: int
     t: float
     wall: float
+    #: The nearest enrolled person (for `unknown`: who it was not, so a user can see why).
+    candidate: str | None = None
+    #: `unknown` only: why the track was not named.
+    reason: UnknownReason | None = None
     #: The frame the decision was made on (recognized / unknown; a reference, not a copy), for the sinks
     #: that show the face (snapshots). The event stream strips it for sinks that do not ask for images.
     image: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: `unknown`: the track's best views so far (best first), for the unknown-visitor store.
+    samples: tuple[FaceSample, ...] = field(default=(), compare=False, repr=False)
+    #: Timeline seconds and wall-clock time the track was first seen.
+    first_t: float | None = field(default=None, compare=False)
+    first_wall: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,8 @@ def test_enroll_reasons_and_largest(tmp_path):
     proc = g(path, "enroll", "--json", "--largest", "someone", two)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out == {"name": "someone", "added": 1, "rejected": [], "surplus_frames": 0}
+    assert out == {"name": "someone", "added": 1, "rejected": [], "surplus_frames": 0, "warnings": [],
+                   "refused": False}
     proc = g(path, "enroll", "--json", "--largest", "someone", two)  # the same photo again
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["rejected"][0]["reason"].startswith("near-duplicate")
@@ -384,7 +385,7 @@ def test_show_rename_remove_export_import(gallery, tmp_path):
     assert state(restored) == before
 
 
-def test_calibrate_suggests_threshold_below_every_impostor(enrolled, tmp_path):
+def test_calibrate_pair_far_is_secondary_and_never_loosens_without_impostors(enrolled, tmp_path):
     plot = tmp_path / "far_frr.png"
     proc = g(enrolled, "calibrate", "--json", "--plot", str(plot))
     assert proc.returncode == 0, proc.stderr
@@ -395,19 +396,31 @@ def test_calibrate_suggests_threshold_below_every_impostor(enrolled, tmp_path):
     i, j = np.triu_indices(len(d), 1)
     impostor = d[i, j][snap.labels[i] != snap.labels[j]]
     genuine = d[i, j][snap.labels[i] == snap.labels[j]]
-    assert out["suggested_threshold"] < impostor.min() <= out["suggested_threshold"] + 0.002
+    # secondary (pair FAR, what earlier versions suggested): the threshold keeping every impostor pair out
+    assert out["far_threshold"] < impostor.min() <= out["far_threshold"] + 0.002
+    assert out["far_at_far_threshold"] == 0.0
+    assert out["frr_at_far_threshold"] == pytest.approx(np.mean(genuine > out["far_threshold"]))
+    current = out["current_threshold"]
+    assert current == out["rule"]["threshold"] and current <= 0.18  # the door's rule (dlib: 0.085, margin 0.6)
+    # that pair threshold is looser than the current one, and no impostor face supports it: keep the current
+    assert out["far_threshold"] > current
+    assert out["suggested_threshold"] == current and out["supported"] is False
+    assert out["impostor_faces"] == 0 and out["more_faces_needed"] == 3000 and out["duplicates"] == []
     assert out["far_at_suggested"] == 0.0
-    assert out["frr_at_suggested"] == pytest.approx(np.mean(genuine > out["suggested_threshold"]))
-    assert out["current_threshold"] == 0.18
+    assert out["frr_at_suggested"] == pytest.approx(np.mean(genuine > current))
     img = cv2.imread(str(plot))
     assert img is not None and img.shape == (600, 900, 3)
     text = g(enrolled, "calibrate")
     assert text.returncode == 0 and "<- suggested" in text.stdout and "<- current" in text.stdout
     assert "FAR is measured in steps of 0.0312" in text.stdout  # 32 impostor pairs cannot show FAR 0.001
+    assert f"suggested threshold for FPIR <= 0.001: {current:.3f} (kept the current threshold" in text.stdout
     loose = json.loads(g(enrolled, "calibrate", "--json", "--target-far", "0.05").stdout)
-    assert loose["far_at_suggested"] == pytest.approx(1 / 32)  # one impostor pair may pass at FAR 0.05
-    assert np.sort(impostor)[0] <= loose["suggested_threshold"] < np.sort(impostor)[1]
+    assert loose["far_at_far_threshold"] == pytest.approx(1 / 32)  # one impostor pair may pass at FAR 0.05
+    assert np.sort(impostor)[0] <= loose["far_threshold"] < np.sort(impostor)[1]
+    assert loose["suggested_threshold"] == current  # --target-far never moves the suggestion
     one_line_error(g(enrolled, "calibrate", "--target-far", "2"), "--target-far")
+    one_line_error(g(enrolled, "calibrate", "--target-fpir", "0"), "--target-fpir")
+    one_line_error(g(enrolled, "calibrate", "--impostors", str(tmp_path / "nope")), "nope: no such directory")
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])

@@ -11,6 +11,8 @@ from edged.gallery.calibrate import equal_error_rate, error_curve, pair_distance
 from edged.gallery.match import Matcher, confidence
 from edged.gallery.store import GallerySnapshot
 
+pytestmark = pytest.mark.pure
+
 DIM = 128
 
 
@@ -61,14 +63,58 @@ def test_open_set_threshold_and_distances():
 
 
 def test_confidence_formula():
-    t = 0.18
-    assert confidence(0.0, t) == 1.0
-    assert confidence(t, t) == pytest.approx(0.5)
-    assert confidence(2 * t, t) == 0.0
-    assert confidence(4.0, t) == 0.0
-    d = np.linspace(0, 1, 101)
-    c = confidence(d, t)
+    assert confidence(0.0) == 1.0
+    assert confidence(1.0) == pytest.approx(0.5)  # the rule's boundary
+    assert confidence(2.0) == 0.0 and confidence(22.0) == 0.0
+    openness = np.linspace(0, 3, 101)
+    c = confidence(openness)
     assert np.all(np.diff(c) <= 0) and c.min() >= 0 and c.max() <= 1
+    # without a margin test, openness = distance / threshold: the old formula 1 - d / (2 t)
+    snap = snapshot(["ann"], [0], [unit((0, 1.0))])
+    r = Matcher(snap, threshold=0.4).match(between(0, 1, 0.1))[0]
+    assert r.confidence == pytest.approx(1 - 0.1 / 0.8, abs=1e-4)
+
+
+def test_margin_test_refuses_a_face_between_two_people():
+    """A stranger near an enrolled person is usually as near to others: the margin test refuses it."""
+    bob = between(0, 1, 0.3)
+    snap = snapshot(["ann", "bob"], [0, 1], [unit((0, 1.0)), bob])
+    q = unit((0, 1.2)) + bob  # between ann and bob, a little nearer to ann
+    q /= np.linalg.norm(q)
+    plain = Matcher(snap, threshold=0.2).match(q)[0]
+    assert plain.name == "ann" and plain.reason is None
+    strict = Matcher(snap, threshold=0.2, max_ratio=0.5).match(q)[0]
+    assert strict.name is None and strict.candidate == "ann" and strict.reason == "ambiguous"
+    assert strict.second is not None and strict.ratio == pytest.approx(strict.distance / strict.second, abs=1e-5)
+    assert strict.ratio > 0.5 and strict.confidence < 0.5
+    # ann's own face, far nearer to her than to bob, passes the margin test
+    own = Matcher(snap, threshold=0.2, max_ratio=0.5).match(between(0, 3, 0.02))[0]
+    assert own.name == "ann" and own.ratio < 0.5 and own.confidence > 0.5
+
+
+def test_cohort_of_known_strangers_tightens_the_margin():
+    """With one person enrolled there is no runner-up: the site's stored strangers play that part."""
+    snap = snapshot(["ann"], [0], [unit((0, 1.0))])
+    q = between(0, 2, 0.1)
+    assert Matcher(snap, threshold=0.2, max_ratio=0.6).match(q)[0].name == "ann"
+    strangers = np.stack([(q + 0.1 * unit((k, 1.0))) / np.linalg.norm(q + 0.1 * unit((k, 1.0)))
+                          for k in range(3, 9)])  # stored strangers' faces lying around the probe
+    r = Matcher(snap, threshold=0.2, max_ratio=0.6, cohort=strangers).match(q)[0]
+    assert r.name is None and r.reason == "ambiguous" and r.reference is not None and r.reference < 0.2
+
+
+def test_ignore_list_wins_over_a_weaker_match():
+    snap = snapshot(["ann"], [0], [unit((0, 1.0))])
+    poster_face = between(0, 2, 0.2)
+    poster = snapshot(["poster"], [0], [poster_face])
+    m = Matcher(snap, threshold=0.25, ignore=poster)
+    near_poster = poster_face + 0.05 * unit((3, 1.0))  # the poster seen again, ~0.2 from ann
+    near_poster /= np.linalg.norm(near_poster)
+    r = m.match(near_poster)[0]
+    assert r.name is None and r.reason == "ignored" and r.ignored == "poster" and r.confidence == 0.0
+    r = m.match(between(0, 3, 0.01))[0]  # ann herself is nearer to ann than to the poster
+    assert r.name == "ann" and r.ignored is None
+    assert m.match(between(0, 3, 0.5))[0].reason == "too far"
 
 
 def test_vectorised_matches_brute_force():

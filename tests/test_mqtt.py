@@ -63,7 +63,7 @@ def test_events_presence_discovery_and_offline(broker: Broker, openface_dir: Pat
     body = json.loads(sub.on("edged/door/event")[0].payload)
     assert body == {"schema": 1, "type": "recognized", "device": "door", "camera": "front", "person": "alice",
                     "distance": 0.1235, "confidence": 0.66, "track_id": 1, "box": [10, 20, 110, 120], "frame": 10,
-                    "timestamp": "2023-11-14T22:13:20.250Z"}
+                    "timestamp": "2023-11-14T22:13:20.250Z", "candidate": None, "reason": None}
     assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).timestamp() == 1_700_000_000.25
     jpeg = sub.on("edged/door/snapshot")[0].payload
     assert jpeg[:2] == b"\xff\xd8" and cv2.imdecode(np.frombuffer(jpeg, "uint8"), 1).shape[:2] == \

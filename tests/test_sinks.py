@@ -13,7 +13,7 @@ from edged.config import HomeAssistantConfig, MQTTConfig, SnapshotConfig
 from edged.runtime.discovery import Topics, discovery_messages
 from edged.runtime.mqtt import event_payload, last_person_payload, presence_payload, snapshot_jpeg
 from edged.runtime.sinks import EventSink, EventStream, RecordingSink, SinkWorker
-from edged.types import Box, EventKind, IdentityEvent, PersonEntity, PresenceChange, PresenceState
+from edged.types import Box, EventKind, IdentityEvent, PersonEntity, PresenceChange, PresenceState, UnknownReason
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.pure
@@ -22,7 +22,7 @@ WALL = 1_700_000_000.25
 
 
 def event(kind: EventKind, person: str | None, track: int = 1, image: np.ndarray | None = None) -> IdentityEvent:
-    return IdentityEvent(kind, track, person, 0.12345, 0.66, Box(10, 20, 110, 120), 10, 0.333, WALL, image)
+    return IdentityEvent(kind, track, person, 0.12345, 0.66, Box(10, 20, 110, 120), 10, 0.333, WALL, image=image)
 
 
 class SlowSink(EventSink):
@@ -109,7 +109,12 @@ def test_mqtt_payloads_are_pinned() -> None:
     rec = event(EventKind.RECOGNIZED, "alice")
     assert json.dumps(event_payload(rec, "door", "front"), separators=(",", ":")) == (
         '{"schema":1,"type":"recognized","device":"door","camera":"front","person":"alice","distance":0.1235,'
-        '"confidence":0.66,"track_id":1,"box":[10,20,110,120],"frame":10,"timestamp":"2023-11-14T22:13:20.250Z"}')
+        '"confidence":0.66,"track_id":1,"box":[10,20,110,120],"frame":10,"timestamp":"2023-11-14T22:13:20.250Z",'
+        '"candidate":null,"reason":null}')
+    unknown = IdentityEvent(EventKind.UNKNOWN, 2, None, 0.31, 0.2, Box(1, 2, 3, 4), 5, 0.2, WALL, "alice",
+                            UnknownReason.AMBIGUOUS)
+    body = event_payload(unknown, "door", "front")
+    assert body["person"] is None and body["candidate"] == "alice" and body["reason"] == "ambiguous"
     assert json.dumps(last_person_payload(rec)) == \
         '{"person": "alice", "confidence": 0.66, "timestamp": "2023-11-14T22:13:20.250Z"}'
     assert json.dumps(presence_payload(PresenceChange("alice", PresenceState.PRESENT, WALL))) == \
@@ -139,7 +144,7 @@ def test_snapshot_is_the_face_with_a_margin_or_the_frame() -> None:
     rec = event(EventKind.RECOGNIZED, "alice", image=frame)
     face = cv2.imdecode(np.frombuffer(snapshot_jpeg(rec, SnapshotConfig(enabled=True)), np.uint8), 1)
     assert face.shape[:2] == (145, 135)  # the 100 px box + 25 % on every side, clipped at the top-left corner
-    inside = IdentityEvent(EventKind.UNKNOWN, 2, None, 0.5, 0.1, Box(100, 50, 200, 150), 3, 0.1, WALL, frame)
+    inside = IdentityEvent(EventKind.UNKNOWN, 2, None, 0.5, 0.1, Box(100, 50, 200, 150), 3, 0.1, WALL, image=frame)
     face = cv2.imdecode(np.frombuffer(snapshot_jpeg(inside, SnapshotConfig(enabled=True)), np.uint8), 1)
     assert face.shape[:2] == (150, 150)
     whole = snapshot_jpeg(rec, SnapshotConfig(enabled=True, kind="frame"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edged.train.split import EVAL_FOLDS, lfw_people, lfw_split, people_by_fold
+from edged.eval.split import EVAL_FOLDS, lfw_people, lfw_split, people_by_fold
 from edged.train.triplet import select_triplets, triplet_loss
 
 

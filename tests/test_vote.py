@@ -10,7 +10,7 @@ import pytest
 from edged.gallery.match import Matcher
 from edged.runtime.presence import Presence
 from edged.runtime.vote import Voter
-from edged.types import Box, MatchResult
+from edged.types import Box, MatchResult, UnknownReason
 
 BOX = Box(10, 10, 90, 90)
 
@@ -166,3 +166,40 @@ def test_votes_on_real_embeddings(openface_dir: Path, dlib_pipeline) -> None:
     assert [e.person for e in feed(voter, 1, results[:2])[1]] == ["lennon"]
     [unknown] = feed(voter, 2, results[2:])[2]
     assert unknown.kind == "unknown" and unknown.distance > dlib_pipeline.embedder.threshold
+
+
+@pytest.mark.pure
+def test_unknown_carries_the_nearest_candidate_and_why() -> None:
+    voter = Voter(k=2, m=3)
+    results = [MatchResult(None, 0.2, 0.4, "ann", reason=UnknownReason.TOO_FAR),
+               MatchResult(None, 0.15, 0.45, "bob", reason=UnknownReason.AMBIGUOUS),
+               MatchResult(None, 0.3, 0.2, "ann", reason=UnknownReason.TOO_FAR)]
+    [event] = feed(voter, 3, results)[2]
+    assert event.kind == "unknown" and event.person is None
+    assert (event.candidate, event.reason, event.distance) == ("bob", "ambiguous", pytest.approx(0.15))
+
+
+@pytest.mark.pure
+def test_a_face_on_the_ignore_list_raises_no_event_at_all() -> None:
+    voter = Voter(k=2, m=3, left_after_s=0.0)
+    ignored = MatchResult(None, 0.1, 0.0, "ann", reason=UnknownReason.IGNORED, ignored="poster")
+    steps = feed(voter, 4, [ignored, miss(), ignored, ignored, miss(), miss()])
+    assert steps == [[]] * 6 and voter.identity(4) == "ignored" and voter.is_settled(4)
+    voter.track_ended(4, 10.0)
+    assert voter.due(100.0) == [] and voter.flush() == []  # no left for a track that was never announced
+
+
+@pytest.mark.pure
+def test_low_quality_faces_do_not_vote_and_end_as_unknown_low_quality() -> None:
+    voter = Voter(k=2, m=3)
+    out = []
+    for i in range(3):
+        out.append(voter.observe(5, hit("ann", 0.05), BOX, i, i / 10, 1000 + i / 10, low_quality=True))
+    assert out[:2] == [[], []]
+    [event] = out[2]
+    assert event.kind == "unknown" and event.reason == "low quality" and event.person is None
+    # a good face later still names the track (the visitor came closer)
+    voter2 = Voter(k=2, m=3)
+    voter2.observe(6, hit("ann"), BOX, 0, 0.0, 1000.0, low_quality=True)
+    steps = feed(voter2, 6, [hit("ann"), hit("ann")], start_frame=1)
+    assert steps[1] and steps[1][0].kind == "recognized" and steps[1][0].person == "ann"

@@ -177,7 +177,7 @@ def bench_face_recognition_style(frames: Sequence[np.ndarray], first_index: int,
                                  plan: BenchPlan) -> dict[str, Any]:
     """edged's recognition pipeline (as the daemon configures it) vs the face_recognition-style loop on the
     same decoded frames (decoding excluded from both), interleaved rounds, medians."""
-    from edged.gallery.match import Matcher
+    from edged.gallery.match import MatchRule
     from edged.gallery.store import Gallery
     from edged.runtime.pipeline import RecognitionPipeline
     from edged.types import Box, EventKind, Frame
@@ -187,9 +187,7 @@ def bench_face_recognition_style(frames: Sequence[np.ndarray], first_index: int,
 
     with Gallery(gallery_path, create=False) as gallery:
         snapshot = gallery.snapshot(embedder.version)
-    m = cfg.match
-    threshold = cfg.embedder.threshold if cfg.embedder.threshold is not None else embedder.threshold
-    matcher = Matcher(snapshot, threshold, m.method, m.score, m.k)
+    matcher = MatchRule.of(embedder, cfg.embedder, cfg.match).matcher(snapshot)
     detector = FaceDetector(cfg.detector.backend, upsample=cfg.detector.upsample)
     aligner = FaceAligner(embedder.alignment)
     blank = np.zeros((64, 64, 3), np.uint8)
@@ -208,7 +206,7 @@ def bench_face_recognition_style(frames: Sequence[np.ndarray], first_index: int,
 
     def run_edged() -> None:
         pipeline = RecognitionPipeline(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence,
-                                       detector=detector, aligner=aligner)
+                                       detector=detector, aligner=aligner, quality=cfg.quality)
         pipeline.set_matcher(matcher)
         for i, image in enumerate(frames):
             index = first_index + i

@@ -11,7 +11,7 @@ from edged import __version__
 from edged.errors import EdgedError
 
 #: Command modules; each has `register(subparsers)` adding commands whose handler is `func(ctx) -> int`.
-COMMAND_MODULES = ("faces", "gallery", "run", "models", "eval", "bench", "train")
+COMMAND_MODULES = ("faces", "gallery", "unknowns", "audit", "run", "models", "eval", "bench", "train")
 
 log = logging.getLogger("edged")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edged.cli.common import Context, embedder_option, json_option
-from edged.distance import l2_normalize
 from edged.eval.lfw import EvalError, Evaluation, Pair, evaluate, load_pairs, roc_by_unit
 
 
@@ -33,9 +34,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--workers", type=int, metavar="N", help="processes for detection and dlib (default: CPU count)")
     q.set_defaults(func=cmd_eval_lfw)
 
+    q = bench.add_parser("openset", help="open-set identification on LFW as at a door: DIR at FPIR, strangers named",
+                         description="Enroll k faces of N LFW people (those with >= 4 faces), probe with their other "
+                                     "faces and with every face of everyone else (strangers); report the share of "
+                                     "strangers named (FPIR) and of enrolled people named correctly (DIR).")
+    q.add_argument("--data", required=True, metavar="DIR", help="LFW images, one folder per person (lfw-deepfunneled)")
+    q.add_argument("--pairs", metavar="FILE", help="View 2 pairs.txt: needed for --pool heldout")
+    embedder_option(q)
+    q.add_argument("--pool", choices=("all", "heldout", "train"),
+                   help="people to use: all; heldout = LFW View 2 folds 6-10 only (never in the training of "
+                        "edged's nn4 weights; default for nn4); train = everyone else (where edged's defaults "
+                        "were chosen)")
+    q.add_argument("--sizes", default="10,100,all", metavar="LIST", help="gallery sizes N (default 10,100,all)")
+    q.add_argument("--k", default="1,2,3", metavar="LIST", help="faces enrolled per person (default 1,2,3)")
+    q.add_argument("--draws", type=int, metavar="D", help="random galleries per size (default 10 for N=10, 5 for "
+                                                          "N=100, 1 for larger)")
+    q.add_argument("--cohort", type=int, default=0, metavar="PEOPLE",
+                   help="this many other people's faces play the strangers a site already stored (default 0)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--plot", metavar="PNG", help="write DIR against FPIR (log) to this PNG file")
+    json_option(q)
+    q.add_argument("--cache", metavar="DIR", help="face cache directory (default ~/.cache/edged)")
+    q.add_argument("--workers", type=int, metavar="N", help="processes for detection and dlib (default: CPU count)")
+    q.set_defaults(func=cmd_eval_openset)
+
 
 def cmd_eval_lfw(ctx: Context) -> int:
-    from edged.eval.facecache import FaceCache, analyse
+    from edged.eval.facecache import FaceCache, embed_images
 
     args = ctx.args
     start = time.monotonic()
@@ -48,36 +73,22 @@ def cmd_eval_lfw(ctx: Context) -> int:
         raise EvalError(f"--workers {args.workers}: must be at least 1")
     paths = _image_paths(data, pairs, args.pairs)
     embedder = ctx.embedder(args.embedder)
-    computed = 0
     with FaceCache.in_dir(args.cache) as cache, ctx.progress(len(paths), f"lfw {embedder.name}") as bar:
-
-        def on_progress(done: int, total: int) -> None:
-            nonlocal computed
-            computed = max(computed, total)
-            bar.total = total
-            bar.update(done)
-
-        sha_of = analyse(cache, paths, embedder_names=(), embedders=[embedder], flip=args.flip,
-                         workers=args.workers, progress=on_progress)
-        vectors = cache.embeddings(sha_of.values(), embedder.version)
-        if args.flip:
-            mirrored = cache.embeddings(sha_of.values(), embedder.version, "flip")
-            vectors = {sha: l2_normalize(v + mirrored[sha]) for sha, v in vectors.items() if sha in mirrored}
-        faces = cache.faces(sha_of.values())
-    lost = [p for p in paths if sha_of.get(p) not in vectors]
-    if lost:
-        raise EvalError(f"{lost[0]}: could not be analysed (unreadable image?); {len(lost)} of {len(paths)} images")
-    vec_of = {p: vectors[sha_of[p]] for p in paths}
+        found = embed_images(cache, paths, embedder, args.flip, args.workers, _bar_progress(bar))
+    if found.lost:
+        raise EvalError(f"{found.lost[0]}: could not be analysed (unreadable image?); {len(found.lost)} of "
+                        f"{len(paths)} images")
+    vec_of = found.vectors
     a = np.array([vec_of[str(data / pr.a)] for pr in pairs])
     b = np.array([vec_of[str(data / pr.b)] for pr in pairs])
     dist = np.sum((a - b) ** 2, axis=1, dtype=np.float64)
     same = np.array([pr.same for pr in pairs])
     fold_of = np.array([pr.fold for pr in pairs])
     result = evaluate(dist, same, fold_of, folds)
-    fallbacks = sum(1 for p in paths if not faces[sha_of[p]].detected)
+    fallbacks = sum(1 for p in paths if not found.detected[p])
     if roc_path:
         _write_roc(roc_path, dist, same, fold_of, folds, result, embedder.name)
-    report = _report(result, embedder, fallbacks, len(paths), computed, time.monotonic() - start, roc_path)
+    report = _report(result, embedder, fallbacks, len(paths), found.computed, time.monotonic() - start, roc_path)
     report["flip"] = bool(args.flip)
     if ctx.json:
         ctx.emit_json(report)
@@ -86,14 +97,23 @@ def cmd_eval_lfw(ctx: Context) -> int:
     return 0
 
 
-def _check_roc_path(roc: str | None) -> Path | None:
+def _bar_progress(bar: Any) -> Callable[[int, int], None]:
+    """A face-cache progress callback driving a CLI progress bar (its total grows as work is found)."""
+    def on_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done)
+
+    return on_progress
+
+
+def _check_roc_path(roc: str | None, option: str = "--roc") -> Path | None:
     if roc is None:
         return None
     path = Path(roc)
     if path.suffix.lower() != ".png":
-        raise EvalError(f"--roc {roc}: the plot is written as PNG; give a file name ending in .png")
+        raise EvalError(f"{option} {roc}: the plot is written as PNG; give a file name ending in .png")
     if not path.parent.resolve().is_dir():
-        raise EvalError(f"--roc {roc}: directory {path.parent} does not exist")
+        raise EvalError(f"{option} {roc}: directory {path.parent} does not exist")
     return path
 
 
@@ -168,3 +188,103 @@ def _print_table(ctx: Context, r: dict) -> None:
               f"mean threshold {r['threshold']:.4f} (squared L2, unit vectors)")
     if r["roc"]:
         ctx.print(f"ROC plot: {r['roc']}")
+
+
+# ---- open set ----
+
+def _int_list(text: str, option: str, allow_all: bool = False) -> tuple[int, ...]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_all and part == "all":
+            out.append(0)
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise EvalError(f"{option} {text}: expected positive whole numbers separated by commas"
+                            + (" (or 'all')" if allow_all else ""))
+        out.append(int(part))
+    return tuple(out)
+
+
+def cmd_eval_openset(ctx: Context) -> int:
+    from edged.eval.facecache import FaceCache, embed_images
+    from edged.eval.openset import Protocol, evaluate_openset, labelled_faces
+    from edged.gallery.match import MatchRule
+    from edged.vision.imageio import IMAGE_EXTENSIONS
+
+    args = ctx.args
+    start = time.monotonic()
+    data = Path(args.data)
+    if not data.is_dir():
+        raise EvalError(f"--data {data}: not a directory")
+    plot = _check_roc_path(args.plot, "--plot")
+    sizes = _int_list(args.sizes, "--sizes", allow_all=True)
+    ks = _int_list(args.k, "--k")
+    if args.cohort < 0:
+        raise EvalError(f"--cohort {args.cohort}: must be >= 0")
+    if args.draws is not None and args.draws < 1:
+        raise EvalError(f"--draws {args.draws}: must be at least 1")
+    embedder = ctx.embedder(args.embedder)
+    pool = args.pool or ("heldout" if embedder.name == "nn4" else "all")
+    among = None
+    if pool != "all":
+        from edged.eval.split import EVAL_FOLDS, lfw_people, people_by_fold
+
+        if not args.pairs:
+            raise EvalError(f"--pool {pool} needs --pairs pairs.txt (it names the people of folds 6-10)")
+        folds = people_by_fold(args.pairs)
+        heldout = {p for f, people in folds.items() if f in EVAL_FOLDS for p in people}
+        among = heldout if pool == "heldout" else set(lfw_people(data)) - heldout
+    paths = sorted(str(p) for p in data.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not paths:
+        raise EvalError(f"--data {data}: no images")
+    with FaceCache.in_dir(args.cache) as cache, ctx.progress(len(paths), f"openset {embedder.name}") as bar:
+        found = embed_images(cache, paths, embedder, False, args.workers, _bar_progress(bar))
+    faces = labelled_faces(paths, found.vectors, found.detected, data)
+    cfg = ctx.config
+    rules = {"nearest sample, LFW threshold (edged <= 0.1)": MatchRule(embedder.threshold, None, "min", 1),
+             "configured": MatchRule.of(embedder, cfg.embedder, cfg.match)}
+    draws = {10: 10, 100: 5} if args.draws is None else {n: args.draws for n in sizes}
+    protocol = Protocol(sizes=sizes, ks=ks, draws=draws, cohort_people=args.cohort, seed=args.seed)
+    with ctx.progress(1, "draws") as bar:
+        report = evaluate_openset(faces, rules, protocol, among, _bar_progress(bar))
+    report.update(embedder=embedder.name, version=embedder.version, pool=pool, images=len(paths),
+                  no_face=len(paths) - len(faces.paths), computed=found.computed,
+                  seconds=round(time.monotonic() - start, 1), plot=str(plot) if plot else None)
+    if plot:
+        _plot_openset(plot, report)
+    if ctx.json:
+        ctx.emit_json({k: v for k, v in report.items() if k != "curves"})
+    else:
+        _print_openset(ctx, report)
+    return 0
+
+
+def _plot_openset(path: Path, report: dict[str, Any]) -> None:
+    from edged.eval.plots import Series, plot_curves
+
+    series = [Series(name, np.array(c["fpir"]), np.array(c["dir"])) for name, c in report["curves"].items()
+              if name.endswith("k=3")] or [Series(n, np.array(c["fpir"]), np.array(c["dir"]))
+                                          for n, c in report["curves"].items()]
+    plot_curves(path, series, title=f"LFW open set, {report['embedder']}: DIR against FPIR (k=3 enrolled)",
+                xlabel="FPIR (share of strangers named)", ylabel="DIR (enrolled people named correctly)",
+                log_x=True, y_range=(0.0, 1.0))
+
+
+def _print_openset(ctx: Context, r: dict[str, Any]) -> None:
+    ctx.print(f"LFW open set, embedder {r['embedder']} ({r['version']}), pool {r['pool']}: {r['faces']} faces, "
+              f"{r['eligible_people']} people with >= 4 faces; cohort {r['protocol']['cohort_people']} people")
+    for name, rule in r["rules"].items():
+        ctx.print(f"  rule {name!r}: " + ", ".join(f"{k} {v}" for k, v in rule.items()))
+    header = f"{'rule':<32} {'N':>5} {'k':>2}  {'DIR@1e-2':>8} {'DIR@1e-3':>8} {'DIR@1e-4':>8}  " \
+             f"{'FPIR(rule)':>10} {'DIR(rule)':>9}  strangers"
+    ctx.print(header)
+    ctx.print("-" * len(header))
+    for row in r["results"]:
+        at = row["dir_at_fpir"]
+        cfg = row["configured"]
+        ctx.print(f"{row['rule'][:32]:<32} {row['gallery_size']:>5} {row['enrolled_per_person']:>2}  "
+                  f"{at['0.01']['dir']:>8.4f} {at['0.001']['dir']:>8.4f} {at['0.0001']['dir']:>8.4f}  "
+                  f"{cfg['fpir']:>10.5f} {cfg['dir']:>9.4f}  {row['strangers']}")
+    if r["plot"]:
+        ctx.print(f"plot: {r['plot']}")

@@ -19,6 +19,7 @@ from edged.gallery.transfer import atomic_write, export_gallery, import_gallery
 
 if TYPE_CHECKING:
     from edged.camera.source import FrameSource
+    from edged.gallery.calibrate import Calibration, Fpir, ImpostorFaces
     from edged.gallery.enroll import EnrollReport
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="how long to watch the camera (10)")
     p.add_argument("--display-name", metavar="TEXT", help="free-text name shown in events (default: NAME)")
     p.add_argument("--largest", action="store_true", help="take the largest face of pictures with several")
+    p.add_argument("--strict", action="store_true",
+                   help="treat identity warnings (photos that look like someone else, a probable duplicate "
+                        "person, an outlier photo) as errors: store nothing and exit 1")
     embedder_option(p, "the gallery's, else config embedder.name")
     json_option(p)
     p.set_defaults(func=cmd_enroll)
@@ -43,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("identify", help="name every face in images using the gallery")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     embedder_option(p, "the gallery's embedder")
-    p.add_argument("--threshold", type=float, metavar="D", help="squared-L2 threshold (default: the embedder's)")
+    p.add_argument("--threshold", type=float, metavar="D",
+                   help="the door threshold (squared L2; default: config embedder.threshold, else the embedder's)")
     json_option(p)
     p.set_defaults(func=cmd_identify)
 
@@ -82,10 +87,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--method", choices=("tsne", "pca"), default="tsne")
     q.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("calibrate", help="FAR/FRR of the gallery's own samples and a suggested threshold")
+    p = sub.add_parser("calibrate", help="how often the rule names a stranger (FPIR), a safe threshold, duplicates",
+                       description="FPIR (1:N): the share of impostor faces (people who are not enrolled) that the "
+                                   "configured rule names, with a 95% upper bound; the threshold suggested for "
+                                   "--target-fpir (never looser than the current one unless the impostor evidence "
+                                   "supports it); enrolled people who look like one person; and, secondary, the "
+                                   "FAR/FRR of the gallery's own sample pairs.")
+    p.add_argument("--impostors", metavar="DIR",
+                   help="photos of people who are NOT enrolled (searched recursively; the largest face of each)")
+    p.add_argument("--target-fpir", type=float, default=0.001, metavar="RATE",
+                   help="FPIR whose 95%% upper bound the suggestion must stay within (default 0.001)")
+    p.add_argument("--no-stored", dest="stored", action="store_false",
+                   help="leave out the impostor faces the gallery stores (unknown visitors, the ignore list)")
     p.add_argument("--target-far", type=float, default=0.001, metavar="RATE",
-                   help="false accept rate to stay under (default 0.001)")
-    p.add_argument("--plot", metavar="FILE.png", help="save the FAR/FRR curves as a PNG")
+                   help="secondary: false accept rate of the gallery's own sample pairs (default 0.001)")
+    p.add_argument("--plot", metavar="FILE.png", help="save the FPIR and pair FAR/FRR curves as a PNG")
     json_option(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -108,18 +124,6 @@ def pick_embedder(ctx: Context, gallery: Gallery | None, requested: str | None) 
     return embedder
 
 
-def threshold_of(ctx: Context, embedder: Embedder, override: float | None = None) -> float:
-    """--threshold, else config embedder.threshold (when it configures this embedder), else the embedder's."""
-    if override is not None:
-        if not 0.0 < override <= 4.0:
-            raise EdgedError(f"--threshold must be in (0, 4], got {override}")
-        return override
-    cfg = ctx.config.embedder
-    if cfg.threshold is not None and cfg.name == embedder.name:
-        return cfg.threshold
-    return embedder.threshold
-
-
 def _err(msg: str) -> None:
     print(f"edged: error: {msg}", file=sys.stderr)
 
@@ -128,6 +132,7 @@ def _err(msg: str) -> None:
 
 def cmd_enroll(ctx: Context) -> int:
     from edged.gallery.enroll import enroll_person, expand_sources
+    from edged.gallery.match import MatchRule
 
     args = ctx.args
     name = validate_name(args.name)
@@ -151,11 +156,16 @@ def cmd_enroll(ctx: Context) -> int:
             report = enroll_person(ctx.gallery_path(), name, items, ctx.config.enroll,
                                    lambda gallery: pick_embedder(ctx, gallery, args.embedder), display_name=display,
                                    largest=args.largest, camera=camera, camera_seconds=args.seconds,
-                                   on_item=on_item, on_camera=on_camera)
+                                   on_item=on_item, on_camera=on_camera,
+                                   rule_of=lambda e: MatchRule.of(e, ctx.config.embedder, ctx.config.match),
+                                   strict=args.strict)
     finally:
         if camera is not None:
             camera.close()
     _print_enroll(ctx, name, report)
+    if report.refused:
+        _err(f"enroll --strict: {len(report.warnings)} warning(s) for {name}; nothing stored")
+        return 1
     if not report.samples:
         _err(f"no samples added for {name}: every input was rejected")
         return 1
@@ -164,9 +174,9 @@ def cmd_enroll(ctx: Context) -> int:
 
 def _print_enroll(ctx: Context, name: str, report: EnrollReport) -> None:
     if ctx.json:
-        ctx.emit_json({"name": name, "added": len(report.samples),
+        ctx.emit_json({"name": name, "added": 0 if report.refused else len(report.samples),
                        "rejected": [{"source": s, "reason": r} for s, r in report.rejected],
-                       "surplus_frames": report.surplus})
+                       "surplus_frames": report.surplus, "warnings": report.warnings, "refused": report.refused})
         return
     frames: Counter[str] = Counter()
     for source, reason in report.rejected:
@@ -177,10 +187,13 @@ def _print_enroll(ctx: Context, name: str, report: EnrollReport) -> None:
     for video, n in frames.items():
         by_reason = Counter(r.split(" (")[0] for s, r in report.rejected if s.startswith(video + "#frame"))
         ctx.print(f"rejected {n} frames of {video}: " + ", ".join(f"{k} {v}" for k, v in by_reason.most_common()))
+    for warning in report.warnings:
+        ctx.print(f"warning: {warning}")
     reasons = ", ".join(f"{reason} {n}" for reason, n in report.reason_counts().most_common())
     extra = f"; {report.surplus} more usable frames not needed" if report.surplus else ""
-    ctx.print(f"added {len(report.samples)} samples for {name}, rejected {len(report.rejected)}"
-              + (f" ({reasons})" if reasons else "") + extra)
+    added = (f"stored nothing for {name} (--strict: {len(report.samples)} accepted samples held back)"
+             if report.refused else f"added {len(report.samples)} samples for {name}")
+    ctx.print(f"{added}, rejected {len(report.rejected)}" + (f" ({reasons})" if reasons else "") + extra)
 
 
 def _open_camera(ctx: Context, source: str) -> FrameSource:
@@ -199,15 +212,20 @@ def _open_camera(ctx: Context, source: str) -> FrameSource:
 
 def cmd_identify(ctx: Context) -> int:
     from edged.embed.faces import FacePipeline
-    from edged.gallery.match import Matcher
+    from edged.gallery.match import MatchRule
+    from edged.gallery.unknowns import site_matcher
     from edged.vision.imageio import load_image
+    from edged.vision.quality import assess, low_quality_reason
 
     args = ctx.args
+    if args.threshold is not None and not 0.0 < args.threshold <= 4.0:
+        raise EdgedError(f"--threshold must be in (0, 4], got {args.threshold}")
+    cfg = ctx.config
     with open_gallery(ctx) as gallery:
         embedder = pick_embedder(ctx, gallery, args.embedder)
         snapshot = gallery.snapshot(embedder.version)
-    cfg = ctx.config.match
-    matcher = Matcher(snapshot, threshold_of(ctx, embedder, args.threshold), cfg.method, cfg.score, cfg.k)
+        rule = MatchRule.of(embedder, cfg.embedder, cfg.match, args.threshold)
+        matcher = site_matcher(gallery, rule, snapshot, embedder.version)
     pipeline = FacePipeline(embedder)
     results: list[dict[str, Any]] = []
     failed = 0
@@ -215,7 +233,8 @@ def cmd_identify(ctx: Context) -> int:
         for path in args.images:
             entry: dict[str, Any] = {"image": path, "faces": []}
             try:
-                faces = pipeline.process(load_image(path))
+                image = load_image(path)
+                faces = pipeline.process(image)
             except EdgedError as exc:
                 entry["error"] = str(exc)
                 failed += 1
@@ -223,12 +242,17 @@ def cmd_identify(ctx: Context) -> int:
                 faces = []
             matches = matcher.match(np.array([f.embedding for f in faces])) if faces else []
             for face, m in zip(faces, matches, strict=True):
-                entry["faces"].append({"box": face.box.as_list(), "name": m.name, "distance": round(m.distance, 6),
-                                       "confidence": round(m.confidence, 4), "candidate": m.candidate})
+                poor = low_quality_reason(assess(image, face.box, face.landmarks), cfg.quality)
+                entry["faces"].append({
+                    "box": face.box.as_list(), "name": m.name if poor is None else None,
+                    "distance": round(m.distance, 6), "confidence": round(m.confidence, 4) if poor is None else 0.0,
+                    "candidate": m.candidate, "reason": "low quality" if poor else _text(m.reason),
+                    "quality": poor, "threshold": _round(m.threshold), "ratio": _round(m.ratio),
+                    "second": _round(m.second), "ignored": m.ignored})
             results.append(entry)
             bar.update()
     if ctx.json:
-        ctx.emit_json({"results": results})
+        ctx.emit_json({"rule": rule.describe(), "cohort": matcher.cohort_size, "results": results})
     else:
         for entry in results:
             if "error" in entry:
@@ -236,10 +260,34 @@ def cmd_identify(ctx: Context) -> int:
             if not entry["faces"]:
                 ctx.print(f"{entry['image']}: no faces")
             for f in entry["faces"]:
-                who = f["name"] if f["name"] else f"unknown (nearest {f['candidate']})"
-                ctx.print(f"{entry['image']}: {who} distance {f['distance']:.3f} confidence {f['confidence']:.2f} "
+                ctx.print(f"{entry['image']}: {_who(f)} distance {f['distance']:.3f} confidence {f['confidence']:.2f} "
                           f"box {','.join(map(str, f['box']))}")
     return 1 if failed else 0
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def _who(face: dict[str, Any]) -> str:
+    """The name, or why not: 'unknown (too far: nearest alice 0.160 > 0.125)'."""
+    if face["name"]:
+        return str(face["name"])
+    reason, nearest = face["reason"], face["candidate"]
+    if reason == "low quality":
+        return f"unknown (low quality: {face['quality']}; nearest {nearest})"
+    if reason == "ignored":
+        return f"unknown (ignored: looks like {face['ignored']!r} on the ignore list)"
+    if reason == "too far":
+        return f"unknown (too far: nearest {nearest} {face['distance']:.3f} > {face['threshold']:.3f})"
+    if reason == "ambiguous":
+        return (f"unknown (ambiguous: nearest {nearest} {face['distance']:.3f} is not clearly nearer than the next "
+                f"identity, ratio {face['ratio']:.2f})")
+    return f"unknown (nearest {nearest})"
 
 
 # ---- gallery ----
@@ -386,56 +434,171 @@ def cmd_plot(ctx: Context) -> int:
 
 # ---- calibrate ----
 
+#: Stored impostor faces (unknown visitors, ignore list) calibrate reads at most, newest first.
+STORED_IMPOSTORS_MAX = 100_000
+
 def cmd_calibrate(ctx: Context) -> int:
-    from edged.gallery.calibrate import calibrate
+    from edged.gallery.calibrate import calibrate, embed_impostor_photos, impostor_photos
+    from edged.gallery.match import MatchRule
+    from edged.gallery.unknowns import cohort
 
     args = ctx.args
-    if not 0.0 < args.target_far < 1.0:
-        raise EdgedError(f"--target-far must be between 0 and 1, got {args.target_far}")
+    for flag, value in (("--target-fpir", args.target_fpir), ("--target-far", args.target_far)):
+        if not 0.0 < value < 1.0:
+            raise EdgedError(f"{flag} must be between 0 and 1, got {value}")
+    photos = impostor_photos(args.impostors) if args.impostors else []
     with open_gallery(ctx) as gallery:
         embedder = pick_embedder(ctx, gallery, None)
         snap = gallery.snapshot(embedder.version)
+        stored = cohort(gallery, embedder.version, STORED_IMPOSTORS_MAX) if args.stored else None
+    found = None
+    if photos:
+        with ctx.progress(len(photos), "impostor photos") as bar:
+            found = embed_impostor_photos(embedder, photos, progress=bar.update)
+    parts = [v for v in (found.vectors if found else None, stored) if v is not None and len(v)]
+    rule = MatchRule.of(embedder, ctx.config.embedder, ctx.config.match)
     try:
-        cal = calibrate(snap, threshold_of(ctx, embedder), args.target_far)
+        cal = calibrate(snap, rule, args.target_far, target_fpir=args.target_fpir,
+                        impostors=np.concatenate(parts) if parts else None, same_person=embedder.threshold)
     except GalleryError as exc:
         raise GalleryError(f"{ctx.gallery_path()}: {exc}") from exc
-    current, suggested, pairs, table, at = cal.current, cal.suggested, cal.pairs, cal.table, cal.at
+    n_stored = 0 if stored is None else len(stored)
     if args.plot:
-        from edged.eval.plots import Series, plot_curves
-
-        plot_curves(args.plot, [Series("FAR (impostor pairs accepted)", cal.curve.thresholds, cal.curve.far),
-                                Series("FRR (genuine pairs rejected)", cal.curve.thresholds, cal.curve.frr)],
-                    title=f"{embedder.name}: {len(pairs.genuine)} genuine, {len(pairs.impostor)} impostor pairs",
-                    xlabel="threshold (squared L2)", ylabel="error rate", y_range=(0.0, 1.0),
-                    vlines=[(current, "current"), (suggested, "suggested")])
+        _plot_calibration(args.plot, embedder.name, cal)
     if ctx.json:
-        ctx.emit_json({
-            "embedder": embedder.name, "people": cal.people, "samples": cal.samples,
-            "genuine_pairs": len(pairs.genuine), "impostor_pairs": len(pairs.impostor),
-            "target_far": args.target_far, "current_threshold": current, "suggested_threshold": suggested,
-            "far_at_suggested": float(at.far[1]), "frr_at_suggested": float(at.frr[1]),
-            "far_at_current": float(at.far[0]), "frr_at_current": float(at.frr[0]),
-            "eer": {"threshold": cal.eer_threshold, "rate": cal.eer},
-            "curve": [{"threshold": float(t), "far": float(a), "frr": float(r)}
-                      for t, a, r in zip(table.thresholds, table.far, table.frr, strict=True)],
-            "plot": args.plot})
+        ctx.emit_json(_calibration_json(embedder.name, cal, args, found, n_stored))
         return 0
-    ctx.print(f"{embedder.name}: {cal.people} people, {cal.samples} samples: "
-              f"{len(pairs.genuine)} genuine pairs, {len(pairs.impostor)} impostor pairs")
-    ctx.print(f"{'threshold':>9}  {'FAR':>7}  {'FRR':>7}")
-    for t, a, r in zip(table.thresholds, table.far, table.frr, strict=True):
-        mark = "  <- current" if abs(t - round(current, 3)) < 1e-9 else ""
-        mark += "  <- suggested" if abs(t - round(suggested, 3)) < 1e-9 else ""
-        ctx.print(f"{t:9.3f}  {a:7.4f}  {r:7.4f}{mark}")
-    ctx.print(f"equal error rate {cal.eer:.4f} at threshold {cal.eer_threshold:.3f}")
-    ctx.print(f"suggested threshold for FAR <= {args.target_far:g}: {suggested:.3f} "
-              f"(FAR {at.far[1]:.4f}, FRR {at.frr[1]:.4f}); current {current:.3f} "
-              f"(FAR {at.far[0]:.4f}, FRR {at.frr[0]:.4f})")
-    if cal.far_resolution > args.target_far:
-        ctx.print(f"note: with {len(pairs.impostor)} impostor pairs FAR is measured in steps of "
-                  f"{cal.far_resolution:.4f}; the suggestion only keeps every impostor pair out. Enroll more people "
-                  f"for a real estimate.")
+    _print_calibration(ctx, embedder.name, cal, args, found, n_stored)
+    return 0
+
+
+def _fpir_json(f: Fpir) -> dict[str, Any]:
+    return {"threshold": f.threshold, "named": f.named, "faces": f.faces, "fpir": f.rate, "upper": f.upper,
+            "rule_of_three": f.rule_of_three}
+
+
+def _calibration_json(embedder: str, cal: Calibration, args: argparse.Namespace,
+                       found: ImpostorFaces | None, stored: int) -> dict[str, Any]:
+    pair = cal.pair
+    out: dict[str, Any] = {
+        "embedder": embedder, "people": cal.people, "samples": cal.samples, "rule": cal.rule.describe(),
+        "current_threshold": cal.current, "suggested_threshold": cal.suggested, "target_fpir": cal.target_fpir,
+        "supported": cal.supported, "reason": cal.reason, "impostor_faces": cal.impostor_faces,
+        "faces_needed": cal.faces_needed, "more_faces_needed": cal.more_faces_needed,
+        "impostor_photos": None if found is None else {
+            "dir": args.impostors, "images": found.images, "faces": len(found.sources),
+            "skipped": [{"source": s, "reason": r} for s, r in found.skipped]},
+        "stored_impostors": stored,
+        "fpir_at_current": _fpir_json(cal.at_current), "fpir_at_suggested": _fpir_json(cal.at_suggested),
+        "fpir_curve": [_fpir_json(f) for f in cal.table],
+        "duplicates": [{"first": d.first, "second": d.second, "distance": d.distance, "message": d.message}
+                       for d in cal.duplicates],
+        # secondary: the gallery's own sample pairs (not a 1:N figure); the keys earlier versions printed
+        "target_far": cal.pair.target_far if pair else args.target_far,
+        "genuine_pairs": len(pair.pairs.genuine) if pair else 0,
+        "impostor_pairs": len(pair.pairs.impostor) if pair else 0,
+        "far_threshold": pair.threshold if pair else None,
+        "far_at_current": float(pair.at.far[0]) if pair else None,
+        "frr_at_current": float(pair.at.frr[0]) if pair else None,
+        "far_at_suggested": float(pair.at.far[1]) if pair else None,
+        "frr_at_suggested": float(pair.at.frr[1]) if pair else None,
+        "far_at_far_threshold": float(pair.at.far[2]) if pair else None,
+        "frr_at_far_threshold": float(pair.at.frr[2]) if pair else None,
+        "eer": {"threshold": pair.eer_threshold, "rate": pair.eer} if pair else None,
+        "curve": [], "plot": args.plot}
+    if pair:
+        from edged.gallery.calibrate import error_curve
+
+        table = error_curve(pair.pairs, cal.thresholds)
+        out["curve"] = [{"threshold": float(t), "far": float(a), "frr": float(r)}
+                        for t, a, r in zip(table.thresholds, table.far, table.frr, strict=True)]
+    return out
+
+
+def _print_calibration(ctx: Context, embedder: str, cal: Calibration, args: argparse.Namespace,
+                       found: ImpostorFaces | None, stored: int) -> None:
+    m, pair = cal.rule, cal.pair
+    margin = f"max_ratio {m.max_ratio:g}" if m.max_ratio is not None else "no margin test"
+    adaptive = (" (for one person with 3 samples; per person it follows N and their samples)" if m.adaptive
+                else "")
+    ctx.print(f"{embedder}: {cal.people} people, {cal.samples} samples; rule: {m.method}, score {m.score}, "
+              f"threshold {cal.current:.3f}{adaptive}, {margin}")
+    if found is not None:
+        ctx.print(f"impostor photos {args.impostors}: {found.images} images, {len(found.sources)} faces, "
+                  f"{len(found.skipped)} skipped")
+        for source, reason in found.skipped:
+            ctx.print(f"  skipped {source}: {reason}")
+    if stored:
+        ctx.print(f"stored impostor faces (unknown visitors, ignore list): {stored}")
+    ctx.print(f"FPIR = share of the {cal.impostor_faces} impostor faces the rule names among the {cal.people} people "
+              f"(1:N); upper = its one-sided 95% Clopper-Pearson bound. pair FAR/FRR = the gallery's own sample pairs "
+              f"(secondary, not 1:N)")
+    far = None
+    if pair:
+        from edged.gallery.calibrate import error_curve
+
+        far = error_curve(pair.pairs, cal.thresholds)
+    ctx.print(f"{'threshold':>9}  {'named':>11}  {'FPIR':>7}  {'upper':>7}  {'pair FAR':>8}  {'pair FRR':>8}")
+    for i, f in enumerate(cal.table):
+        pairs = f"  {far.far[i]:8.4f}  {far.frr[i]:8.4f}" if far is not None else f"  {'-':>8}  {'-':>8}"
+        mark = "  <- current" if abs(f.threshold - round(cal.current, 3)) < 1e-9 else ""
+        mark += "  <- suggested" if abs(f.threshold - round(cal.suggested, 3)) < 1e-9 else ""
+        fpir = (f"{f'{f.named}/{f.faces}':>11}  {f.rate:7.4f}  {f.upper:7.4f}" if f.faces
+                else f"{'-':>11}  {'-':>7}  {'-':>7}")
+        ctx.print(f"{f.threshold:9.3f}  {fpir}{pairs}{mark}")
+    ctx.print(f"current threshold {cal.current:.3f}: {_fpir_text(cal.at_current)}")
+    ctx.print(f"suggested threshold for FPIR <= {cal.target_fpir:g}: {cal.suggested:.3f} ({cal.reason})")
+    if cal.suggested != cal.current:
+        ctx.print(f"  at {cal.suggested:.3f}: {_fpir_text(cal.at_suggested)}")
+    if cal.duplicates:
+        ctx.print(f"probable duplicate identities ({len(cal.duplicates)}):")
+        for dup in cal.duplicates:
+            ctx.print(f"  {dup.message}")
+    else:
+        ctx.print("probable duplicate identities: none")
+    if pair:
+        ctx.print(f"pair FAR (secondary, --target-far): {len(pair.pairs.genuine)} genuine and "
+                  f"{len(pair.pairs.impostor)} impostor pairs of the gallery's own samples; FAR <= "
+                  f"{pair.target_far:g} up to {pair.threshold:.3f} (FRR {pair.at.frr[2]:.4f}); at the current "
+                  f"{cal.current:.3f}: FAR {pair.at.far[0]:.4f}, FRR {pair.at.frr[0]:.4f}; equal error rate "
+                  f"{pair.eer:.4f} at {pair.eer_threshold:.3f}")
+        if pair.far_resolution > pair.target_far:
+            ctx.print(f"note: with {len(pair.pairs.impostor)} impostor pairs FAR is measured in steps of "
+                      f"{pair.far_resolution:.4f}; pair FAR is not used for the suggestion")
+    else:
+        ctx.print("pair FAR (secondary): needs 2 people and one person with 2 or more samples")
     ctx.print("set it with embedder.threshold in the config file")
     if args.plot:
         ctx.print(f"wrote {args.plot}")
-    return 0
+
+
+def _fpir_text(f: Fpir) -> str:
+    if not f.faces:
+        return "no impostor faces, FPIR unknown"
+    text = (f"{f.named} of {f.faces} impostor faces named, FPIR {f.rate:.4f}, "
+            f"FPIR <= {f.upper:.4g} at 95% (Clopper-Pearson)")
+    if f.rule_of_three is not None:
+        text += f"; rule of three: FPIR <= 3/{f.faces} = {f.rule_of_three:.4g}"
+    return text
+
+
+def _plot_calibration(path: str, embedder: str, cal: Calibration) -> None:
+    from edged.eval.plots import Series, plot_curves
+
+    series = []
+    if cal.impostor_faces:
+        t = np.array([f.threshold for f in cal.curve])
+        series += [Series("FPIR (impostor faces named, 1:N)", t, np.array([f.rate for f in cal.curve])),
+                   Series("FPIR 95% upper bound", t, np.array([f.upper for f in cal.curve]))]
+    if cal.pair:
+        c = cal.pair.curve
+        series += [Series("pair FAR (gallery's impostor pairs accepted)", c.thresholds, c.far),
+                   Series("pair FRR (gallery's genuine pairs rejected)", c.thresholds, c.frr)]
+    if not series:
+        raise EdgedError("--plot: nothing to plot (no impostor faces and no sample pairs)")
+    pairs = (f", {len(cal.pair.pairs.genuine)} genuine / {len(cal.pair.pairs.impostor)} impostor pairs"
+             if cal.pair else "")
+    plot_curves(path, series, title=f"{embedder}: {cal.people} people, {cal.impostor_faces} impostor faces{pairs}",
+                xlabel="threshold (squared L2)", ylabel="rate", y_range=(0.0, 1.0),
+                vlines=[(cal.current, "current = suggested")] if cal.suggested == cal.current
+                else [(cal.current, "current"), (cal.suggested, "suggested")])

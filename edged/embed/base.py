@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
 from edged.distance import EMBEDDING_DIM
 from edged.vision.align import AlignmentSpec
+
+
+@dataclass(frozen=True)
+class OpenSetDefaults:
+    """An embedder's door operating point (`edged eval openset`): named when the person's score is within
+    `threshold` and at most `max_ratio` of the distance to the next identity, scores per `score`."""
+
+    threshold: float
+    max_ratio: float | None
+    score: str = "centroid"
 
 
 class Embedder(ABC):
@@ -21,8 +32,15 @@ class Embedder(ABC):
     #: Identifies the weights: embeddings of different versions must not be mixed.
     version: str = ""
     dim: int = EMBEDDING_DIM
+    #: 1:1 verification threshold (LFW protocol; `edged compare`).
     threshold: float = 1.0
     alignment: AlignmentSpec
+
+    @property
+    def open_set(self) -> OpenSetDefaults:
+        """The 1:N rule at a door (`edged identify`, the daemon). Without a measured one: the verification
+        threshold scaled as measured for dlib (0.125 of 0.186), with dlib's margin."""
+        return OpenSetDefaults(round(self.threshold * 0.67, 4), 0.6)
 
     @abstractmethod
     def embed(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edged.distance import l2_normalize
-from edged.embed.base import Embedder, as_batch
+from edged.embed.base import Embedder, OpenSetDefaults, as_batch
 from edged.vision import dlib_files as dlib_models
 from edged.vision.align import DLIB_CHIP_150
 
@@ -29,6 +29,16 @@ class DlibResNetEmbedder(Embedder):
     RAW_THRESHOLD = 0.36
     threshold = 0.18
     alignment = DLIB_CHIP_150
+    #: The door operating point, from `edged eval openset` (LFW; chosen on people outside View 2 folds 6-10,
+    #: checked on folds 6-10 and on all of LFW): a person's template (centroid) within 0.125 for one person with
+    #: >= 3 samples, shrinking with the gallery size (0.079 with 100 people: `edged.gallery.match`), and at most
+    #: 0.6 of the distance to the next identity. Strangers named (FPIR) about 1e-3 or less from N = 2 to 100
+    #: (docs/accuracy.md).
+    OPEN_SET = OpenSetDefaults(0.125, 0.6, "centroid")
+
+    @property
+    def open_set(self) -> OpenSetDefaults:
+        return self.OPEN_SET
 
     def __init__(self) -> None:
         self._model: Any = None

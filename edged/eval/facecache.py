@@ -395,3 +395,38 @@ def _embed_in_process(cache: FaceCache, embedder: Any, shas: Sequence[str], path
         for (_, record), vectors in zip(items, embed_record(embedder, items, flip), strict=True):
             writer.add(record.sha1, None, vectors, "")
         writer.flush()
+
+
+@dataclass(frozen=True)
+class ImageEmbeddings:
+    """What `embed_images` found: one embedding per analysed image path, and whether a face was detected."""
+
+    vectors: dict[str, np.ndarray]
+    detected: dict[str, bool]
+    #: Images (and embeddings) that had to be computed now, not read from the cache.
+    computed: int
+    #: Paths that could not be analysed (unreadable images).
+    lost: list[str]
+
+
+def embed_images(cache: FaceCache, paths: Sequence[str], embedder: Any, flip: bool = False,
+                 workers: int | None = None, progress: ProgressFn | None = None) -> ImageEmbeddings:
+    """Every image's face embedding with `embedder` (mirror-averaged with `flip`), filling the cache first."""
+    computed = 0
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal computed
+        computed = max(computed, total)
+        if progress:
+            progress(done, total)
+
+    sha_of = analyse(cache, paths, embedder_names=(), embedders=[embedder], flip=flip, workers=workers,
+                     progress=on_progress)
+    vectors = cache.embeddings(sha_of.values(), embedder.version)
+    if flip:
+        mirrored = cache.embeddings(sha_of.values(), embedder.version, "flip")
+        vectors = {sha: l2_normalize(v + mirrored[sha]) for sha, v in vectors.items() if sha in mirrored}
+    faces = cache.faces(sha_of.values())
+    found = {p: vectors[sha_of[p]] for p in paths if sha_of.get(p) in vectors}
+    return ImageEmbeddings(found, {p: faces[sha_of[p]].detected for p in found}, computed,
+                           [p for p in paths if p not in found])

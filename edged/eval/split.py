@@ -1,4 +1,4 @@
-"""The honest LFW split for training: people of View 2 folds 6-10 are never trained on.
+"""The honest LFW split: people of View 2 folds 6-10 are never trained on (training and the open-set evaluation).
 
 LFW View 2 folds are people-disjoint. Training may use every image of people who appear in
 folds 1-5 and of LFW people who appear in no fold; evaluation uses folds 6-10.

@@ -28,19 +28,20 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edged.camera.source import FrameSource
-from edged.config import EnrollConfig
+from edged.config import EmbedderConfig, EnrollConfig, MatchConfig
 from edged.distance import squared_l2
 from edged.embed.base import Embedder
 from edged.embed.faces import FacePipeline
 from edged.errors import EdgedError, ImageError
-from edged.gallery.store import Gallery, NewSample, ensure_directory, validate_name
+from edged.gallery.match import MatchRule
+from edged.gallery.store import Gallery, GallerySnapshot, NewSample, ensure_directory, validate_name
 from edged.types import Box
 from edged.vision.align import FaceAligner
 from edged.vision.imageio import IMAGE_EXTENSIONS, decode_image, encode_png, load_image
@@ -247,6 +248,11 @@ class EnrollReport:
     samples: list[NewSample] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     surplus: int = 0  # video frames that passed but were not needed
+    #: Identity checks of the accepted samples against the gallery (see `identity_warnings`); enrollment
+    #: still stores the samples unless `strict`.
+    warnings: list[str] = field(default_factory=list)
+    #: True when `strict` and a warning kept every sample out of the gallery.
+    refused: bool = False
 
     def reason_counts(self) -> Counter[str]:
         return Counter(reason.split(" (")[0] for _, reason in self.rejected)
@@ -366,6 +372,91 @@ class Enroller:
                 f"{len(report.rejected) - rejected_before} rejected")
 
 
+# ---- identity checks: does NAME look like NAME? ----
+
+def identity_warnings(name: str, samples: Sequence[NewSample], snapshot: GallerySnapshot | None, rule: MatchRule,
+                      same_person: float | None = None) -> list[str]:
+    """Warnings about the identity of `samples` about to be added to `name`, against a gallery `snapshot`
+    (None: no gallery yet), for the door's `rule` and the embedder's 1:1 "same person" distance
+    `same_person` (`Embedder.threshold`; default the rule's threshold).
+
+    A sample is *within the rule* of another person B when the rule, run on the gallery without `name`, names it
+    B, or when it lies within `same_person` of one of B's samples. With own = `name`'s stored samples and the
+    other new ones:
+
+    * **probable duplicate identity**: at least half of `name`'s stored samples (of the new ones when `name` is
+      new) are within the rule of B: "NAME and B look like one person (d): B is already enrolled; merge or
+      remove one";
+    * **looks like someone else**: a new sample within the rule of B, or nearer to B than to every own sample:
+      "these photos look like B (d), not NAME[, nearest NAME sample d']: SOURCES" (grouped by B; not repeated
+      for a duplicate B);
+    * **outlier**: a new sample farther than `same_person` from every own sample (when there is one):
+      "SOURCE is far from NAME's other samples (d > threshold t): another person or a bad photo?".
+
+    d is the squared L2 to B's nearest sample.
+    """
+    from edged.gallery.calibrate import without
+
+    limit = rule.threshold if same_person is None else same_person
+    new = np.array([s.embedding for s in samples], np.float32).reshape(len(samples), -1)
+    if len(new) == 0:
+        return []
+    dim = new.shape[1]
+    labels = np.asarray(snapshot.labels if snapshot is not None else [], dtype=np.int64)
+    vectors = (np.asarray(snapshot.vectors, np.float32).reshape(len(labels), dim) if snapshot is not None
+               else np.zeros((0, dim), np.float32))
+    names = (np.array(snapshot.names, dtype=object)[labels] if snapshot is not None and len(labels)
+             else np.zeros(0, dtype=object))
+    mine = names == name
+    own_stored, other_vecs, other_names = vectors[mine], vectors[~mine], names[~mine]
+    people = sorted(set(other_names.tolist()))
+    own = np.concatenate([own_stored, new])
+    to_own = squared_l2(new, own).astype(np.float64)
+    to_own[np.arange(len(new)), len(own_stored) + np.arange(len(new))] = np.inf  # not the sample itself
+    d_own = to_own.min(axis=1) if len(own) > 1 else np.full(len(new), np.inf)
+    if not people:
+        return [f"{samples[i].source} is far from {name}'s other samples ({float(d_own[i]):.3f} > threshold "
+                f"{limit:.3f}): another person or a bad photo?"
+                for i in np.nonzero(np.isfinite(d_own) & (d_own > limit))[0]]
+    assert snapshot is not None
+    matcher = replace(rule, method="knn").matcher(without(snapshot, name))
+
+    def within(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, P) sample distances to each other person, and (Q, P) whether each query is within their rule."""
+        per = np.stack([squared_l2(queries, other_vecs[other_names == p]).min(axis=1) for p in people], axis=1)
+        hit = per <= limit
+        for q, result in enumerate(matcher.match(queries)):
+            if result.name is not None:
+                hit[q, people.index(result.name)] = True
+        return per, hit
+
+    warnings: list[str] = []
+    duplicates: set[str] = set()
+    base = own_stored if len(own_stored) else new
+    base_d, base_hit = within(base)
+    for j, person in enumerate(people):
+        if 2 * int(base_hit[:, j].sum()) >= len(base):
+            duplicates.add(person)
+            warnings.append(f"{name} and {person} look like one person ({float(base_d[:, j].min()):.3f}): {person} is "
+                            f"already enrolled; merge or remove one")
+    per, hit = within(new)
+    nearest = np.where(hit.any(axis=1), np.where(hit, per, np.inf).argmin(axis=1), per.argmin(axis=1))
+    d_other = per[np.arange(len(new)), nearest]
+    foreign = hit.any(axis=1) | (d_other < d_own)
+    for j, person in enumerate(people):
+        which = np.nonzero(foreign & (nearest == j))[0]
+        if len(which) == 0 or person in duplicates:
+            continue
+        own_note = (f", nearest {name} sample {float(d_own[which].min()):.3f}"
+                    if np.isfinite(d_own[which]).any() else "")
+        warnings.append(f"these photos look like {person} ({float(d_other[which].min()):.3f}), not {name}"
+                        f"{own_note}: {', '.join(samples[i].source for i in which)}")
+    for i in np.nonzero(~foreign & np.isfinite(d_own) & (d_own > limit))[0]:
+        warnings.append(f"{samples[i].source} is far from {name}'s other samples ({float(d_own[i]):.3f} > threshold "
+                        f"{limit:.3f}): another person or a bad photo?")
+    return warnings
+
+
 # ---- the service: one person's enrollment, written in one transaction ----
 
 #: Chooses the embedder for a gallery (None: no gallery file yet); see `edged.cli.gallery.pick_embedder`.
@@ -376,23 +467,34 @@ def enroll_person(gallery_path: Path, name: str, items: Sequence[SourceItem], cf
                   choose_embedder: EmbedderChoice, *, display_name: str | None = None, largest: bool = False,
                   camera: FrameSource | None = None, camera_seconds: float = 10.0,
                   on_item: Callable[[SourceItem, str], None] | None = None,
-                  on_camera: Callable[[FrameSource], None] | None = None) -> EnrollReport:
-    """Gate and embed `items` (and `camera_seconds` of an opened `camera`), then add the accepted samples to
-    `name` in one transaction. The gallery file is created only when there is something to store."""
+                  on_camera: Callable[[FrameSource], None] | None = None,
+                  rule_of: Callable[[Embedder], MatchRule] | None = None, strict: bool = False) -> EnrollReport:
+    """Gate and embed `items` (and `camera_seconds` of an opened `camera`), check the accepted samples against
+    the gallery (`identity_warnings` for the door rule `rule_of(embedder)`, default the embedder's own, and the
+    embedder's 1:1 threshold), then add them to `name` in one transaction. With `strict` any warning stores
+    nothing (`report.refused`). The gallery file is created only when there is something to store."""
     validate_name(name)
     gallery = Gallery(gallery_path, create=False) if gallery_path.exists() else None
     if gallery is None:
         ensure_directory(gallery_path)
     try:
         embedder = choose_embedder(gallery)
-        stored = gallery.snapshot(embedder.version).vectors if gallery else None
-        enroller = Enroller(FacePipeline(embedder), cfg, largest=largest, stored=stored)
+        snapshot = gallery.snapshot(embedder.version) if gallery else None
+        enroller = Enroller(FacePipeline(embedder), cfg, largest=largest,
+                            stored=snapshot.vectors if snapshot is not None else None)
         report = enroller.run(items, on_item)
         if camera is not None:
             if on_camera:
                 on_camera(camera)
             log.info("enroll: %s: %s", camera.name, enroller.camera(camera, camera_seconds, report))
         if report.samples:
+            rule = rule_of(embedder) if rule_of else MatchRule.of(embedder, EmbedderConfig(), MatchConfig())
+            report.warnings = identity_warnings(name, report.samples, snapshot, rule, embedder.threshold)
+            for warning in report.warnings:
+                log.info("enroll %s: warning: %s", name, warning)
+        if strict and report.warnings:
+            report.refused = True
+        elif report.samples:
             if gallery is None:
                 gallery = Gallery(gallery_path, create=True)
             gallery.add_samples(name, report.samples, display_name=display_name)

@@ -12,6 +12,12 @@
 Each sample holds the embedding (128 float32), the embedder name and version, and, unless
 `enroll.keep_crops` is false, the canonical face crop as PNG (see `edged.enroll`) so the
 gallery can be re-embedded with another model.
+
+Schema v2 adds the ignore list and the store of unknown visitors (`edged.gallery.unknowns`);
+unknown-visitor writes bump their own `unknowns_counter`, not the change counter.
+
+Schema v3 adds the door's hash-chained audit log and its lockout state (`edged.gallery.audit`); their
+writes bump no counter.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from edged.errors import GalleryError
 log = logging.getLogger(__name__)
 
 #: Current schema version (PRAGMA user_version).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 #: PRAGMA application_id of edged galleries ("EDGD").
 APPLICATION_ID = 0x45444744
 #: Seconds a writer waits for another writer before giving up.
@@ -72,7 +78,111 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE change_counter (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
     INSERT INTO change_counter VALUES (1, 0);
     """,
+    # v2: the ignore list (negative anchors; matching data, so its writes bump change_counter) and the
+    # unknown visitors (edged.gallery.unknowns; their writes bump only unknowns_counter, so the daemon
+    # does not reload its matcher every time it stores a stranger).
+    2: """
+    CREATE TABLE ignore_samples (
+        id INTEGER PRIMARY KEY,
+        label TEXT NOT NULL,
+        embedder TEXT NOT NULL,
+        embedder_version TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        crop BLOB,
+        crop_format TEXT,
+        source TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX ignore_samples_label ON ignore_samples(label);
+    CREATE TABLE unknown_visits (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        track_id INTEGER,
+        candidate TEXT,
+        distance REAL,
+        reason TEXT,
+        cluster INTEGER,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX unknown_visits_last_seen ON unknown_visits(last_seen);
+    CREATE INDEX unknown_visits_cluster ON unknown_visits(cluster);
+    CREATE TABLE unknown_samples (
+        id INTEGER PRIMARY KEY,
+        visit_id INTEGER NOT NULL REFERENCES unknown_visits(id) ON DELETE CASCADE,
+        embedder TEXT NOT NULL,
+        embedder_version TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        crop BLOB,
+        crop_format TEXT,
+        face_px INTEGER NOT NULL,
+        sharpness REAL NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX unknown_samples_visit ON unknown_samples(visit_id);
+    CREATE TABLE unknowns_counter (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+    INSERT INTO unknowns_counter VALUES (1, 0);
+    """,
+    # v3: the door's audit log (edged.gallery.audit: append-only, each row's hash chains to the previous
+    # one, the first remaining row to audit_anchor; the triggers refuse edits and any delete but purge's)
+    # and the lockout state per door. No counter is bumped: the daemon need not reload anything.
+    3: """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        created TEXT NOT NULL,
+        door TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        person TEXT,
+        track_id INTEGER,
+        reasons TEXT NOT NULL,
+        scores TEXT NOT NULL,
+        crop BLOB,
+        config_version TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_created ON audit(created);
+    CREATE TABLE audit_anchor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        hash TEXT NOT NULL,
+        last_id INTEGER NOT NULL,
+        purged INTEGER NOT NULL,
+        purged_at TEXT,
+        seal TEXT
+    );
+    INSERT INTO audit_anchor VALUES (1, '0000000000000000000000000000000000000000000000000000000000000000',
+                                     0, 0, NULL, NULL);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    WHEN OLD.id > (SELECT last_id FROM audit_anchor WHERE id = 1)
+    BEGIN SELECT RAISE(ABORT, 'audit rows are deleted only by purge'); END;
+    CREATE TABLE access_state (
+        door TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        window_start REAL,
+        level INTEGER NOT NULL,
+        locked_until REAL,
+        updated TEXT NOT NULL
+    );
+    """,
 }
+
+
+def migration_statements(script: str) -> list[str]:
+    """The SQL statements of a migration, split at the `;` that end them (not those inside a trigger body)."""
+    out, buf = [], ""
+    for part in script.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \t\n;"):
+        out.append(buf.strip().rstrip(";"))  # a last statement without its `;`
+    return out
 
 
 @dataclass(frozen=True)
@@ -230,6 +340,7 @@ class Gallery:
     def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         self.path = Path(path).expanduser()
         self._lock = threading.RLock()
+        self._writing = False  # a `_write` transaction of this object is open (only read under _lock)
         created = _prepare_path(self.path, create)
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
@@ -260,6 +371,7 @@ class Gallery:
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not left in free pages
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
@@ -274,9 +386,8 @@ class Gallery:
         with self._write(bump=False) as db:
             now = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
             for target in range(max(current, now) + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in migration_statements(MIGRATIONS[target]):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {target}")
                 log.info("gallery %s: schema migrated to version %d", self.path, target)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -295,12 +406,22 @@ class Gallery:
 
     @contextmanager
     def _write(self, bump: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the change counter is bumped in it."""
+        """One write transaction; the change counter is bumped in it.
+
+        Opened inside another `_write` of this thread it joins that transaction (`add_samples` inside
+        `edged.gallery.unknowns.name_cluster`): everything commits, or rolls back, with the outermost one.
+        """
         with self._lock:
+            if self._writing:
+                yield self._db
+                if bump:
+                    self._db.execute("UPDATE change_counter SET value = value + 1 WHERE id = 1")
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise GalleryError(f"{self.path}: gallery is busy or read-only ({exc}); try again") from exc
+            self._writing = True
             try:
                 yield self._db
                 if bump:
@@ -310,6 +431,8 @@ class Gallery:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._writing = False
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

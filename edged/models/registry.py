@@ -69,6 +69,10 @@ class ModelEntry:
     licence: str = ""
     homepage: str = ""
     priority: int = 0
+    #: The door operating point (`edged eval openset`): threshold for one person with >= 3 samples, and the
+    #: margin; None = derived from `threshold`.
+    open_set_threshold: float | None = None
+    open_set_max_ratio: float | None = None
 
     def file_of(self, fmt: str | None) -> ModelFile:
         """The file to fetch: the given format, else the first downloadable one."""
@@ -154,6 +158,12 @@ def _parse_entry(raw: Any, where: str) -> ModelEntry:
     files = _field(raw, "files", list, where)
     if not files:
         raise RegistryError(f"{where}.files: must list at least one file")
+    door = _field(raw, "open_set", dict, where, False) or {}
+    door_t, door_r = door.get("threshold"), door.get("max_ratio")
+    for key, value in (("threshold", door_t), ("max_ratio", door_r)):
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
+                                  or not 0.0 < value < 4.0):
+            raise RegistryError(f"{where}.open_set.{key}: must be a number between 0 and 4, got {value!r}")
     return ModelEntry(
         name=name, embedder=_field(raw, "embedder", str, where), threshold=threshold,
         alignment=_field(raw, "alignment", str, where),
@@ -162,6 +172,8 @@ def _parse_entry(raw: Any, where: str) -> ModelEntry:
         licence=_field(raw, "licence", str, where, False) or "",
         homepage=_field(raw, "homepage", str, where, False) or "",
         priority=int(_field(raw, "priority", int, where, False) or 0),
+        open_set_threshold=None if door_t is None else float(door_t),
+        open_set_max_ratio=None if door_r is None else float(door_r),
     )
 
 

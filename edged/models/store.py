@@ -178,7 +178,8 @@ def identify(model: InstalledModel, weights: LoadedWeights, md5: str, sha256: st
                 (f.md5 and f.md5 == src_md5) or (f.sha256 and f.sha256 == src_sha) for f in model.entry.files):
             entry = model.entry
     if entry is not None:
-        return ModelIdentity(entry.name, entry.name, entry.threshold, entry.alignment, True)
+        return ModelIdentity(entry.name, entry.name, entry.threshold, entry.alignment, True,
+                             entry.open_set_threshold, entry.open_set_max_ratio)
     name = str(meta.get("name") or model.name)
     threshold = meta.get("threshold")
     if not isinstance(threshold, int | float) or not 0 < threshold < 4:

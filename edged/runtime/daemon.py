@@ -41,8 +41,9 @@ from edged.camera.source import CameraError, CaptureFactory
 from edged.config import Config
 from edged.embed.base import Embedder
 from edged.errors import GalleryError
-from edged.gallery.match import Matcher
+from edged.gallery.match import MatchRule
 from edged.gallery.store import Gallery
+from edged.gallery.unknowns import site_matcher, unknowns_counter
 from edged.machine import cpu_seconds, peak_rss_mb
 from edged.models.embedders import embedder_from_config
 from edged.runtime.outputs import build_sinks
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.1
 #: Budget for closing each sink (flush in-flight messages, publish offline).
 SINK_CLOSE_S = 1.0
+#: How often newly stored strangers are taken into the margin test (seconds).
+COHORT_REFRESH_S = 300.0
 
 
 class Daemon:
@@ -81,7 +84,7 @@ class Daemon:
         self.cfg = cfg
         self.gallery_path = Path(gallery_path or cfg.gallery.path).expanduser()
         self.embedder = embedder or embedder_from_config(cfg)
-        self.threshold = cfg.embedder.threshold if cfg.embedder.threshold is not None else self.embedder.threshold
+        self.rule = MatchRule.of(self.embedder, cfg.embedder, cfg.match)
         self.notifier = notifier or Notifier()
         self.stop_event = stop or threading.Event()
         self.capture_factory = capture_factory
@@ -93,6 +96,8 @@ class Daemon:
         self._gallery: Gallery | None = None
         self._people: dict[str, PersonEntity] = {}
         self._counter = -1
+        self._unknowns_counter = -1
+        self._next_cohort_check = 0.0
         self._grabber: Grabber | None = None
         self._pipeline: RecognitionPipeline | None = None
         self._event_counts: Counter[str] = Counter()
@@ -131,12 +136,14 @@ class Daemon:
         previous = self._install_signals()
         cfg = self.cfg
         try:
-            log.info("edged starting: device %s, camera %s, gallery %s, embedder %s (threshold %.3f)",
-                     cfg.device_id, cfg.camera.name, self.gallery_path, self.embedder.name, self.threshold)
+            log.info("edged starting: device %s, camera %s, gallery %s, embedder %s (threshold %.3f, margin %s)",
+                     cfg.device_id, cfg.camera.name, self.gallery_path, self.embedder.name, self.rule.threshold,
+                     self.rule.max_ratio if self.rule.max_ratio is not None else "off")
             self._pipeline = RecognitionPipeline.from_config(cfg, self.embedder)
             self.stats.pipeline = self._pipeline.stats
-            self.stream = EventStream([*build_sinks(cfg), *self.extra_sinks])
-            self._open_gallery()
+            self._gallery = Gallery(self.gallery_path, create=True)
+            self.stream = EventStream([*build_sinks(cfg, self.gallery_path, self.embedder), *self.extra_sinks])
+            self._load_gallery()
             self._warm_up()
             self.stream.start()
             self._grabber = Grabber(cfg.camera, self.stop_event, self.capture_factory)
@@ -233,8 +240,11 @@ class Daemon:
             self._event_counts[event.kind] += 1
             if event.kind == EventKind.RECOGNIZED:
                 self._last_person = event.person
-            log.info("%s: %s (track %d, distance %.3f, frame %d)", event.kind,
-                     event.person if event.person is not None else "-", event.track_id, event.distance, event.frame)
+            why = (f"; nearest {event.candidate or '-'}: {event.reason}" if event.kind == EventKind.UNKNOWN
+                   and event.reason is not None else "")
+            log.info("%s: %s (track %d, distance %.3f, frame %d%s)", event.kind,
+                     event.person if event.person is not None else "-", event.track_id, event.distance, event.frame,
+                     why)
             self.stream.emit(event)
         for change in presence:
             log.info("presence: %s %s", change.person, change.state)
@@ -242,16 +252,12 @@ class Daemon:
 
     # ---- gallery ----
 
-    def _open_gallery(self) -> None:
-        self._gallery = Gallery(self.gallery_path, create=True)
-        self._load_gallery()
-
     def _load_gallery(self) -> None:
         assert self._gallery is not None and self._pipeline is not None
         snapshot = self._gallery.snapshot(self.embedder.version)
         people = {p.name: PersonEntity(p.name, p.display_name) for p in self._gallery.people()}
-        m = self.cfg.match
-        matcher = Matcher(snapshot, self.threshold, m.method, m.score, m.k)
+        matcher = site_matcher(self._gallery, self.rule, snapshot, self.embedder.version)
+        self._unknowns_counter = unknowns_counter(self._gallery)
         removed = set(self._people) - set(people)
         presence = self._pipeline.set_matcher(matcher, removed)
         changed_people = people != self._people or self._counter < 0
@@ -272,12 +278,27 @@ class Daemon:
         try:
             counter = self._gallery.change_counter()
             if not forced and counter == self._counter:
+                self._maybe_refresh_cohort()
                 return
             log.info("gallery %s: %s; reloading", self.gallery_path, "SIGHUP" if forced else "changed")
             self._load_gallery()
             self.stats.gallery_reloads += 1
         except (GalleryError, sqlite3.Error, OSError, ValueError) as exc:  # a bad reload must not stop us
             log.error("gallery reload failed, keeping the previous one: %s", exc)
+
+    def _maybe_refresh_cohort(self) -> None:
+        """New stored strangers strengthen the margin test: rebuild the matcher now and then (not per visit)."""
+        assert self._gallery is not None and self._pipeline is not None
+        now = time.monotonic()
+        if now < self._next_cohort_check:
+            return
+        self._next_cohort_check = now + COHORT_REFRESH_S
+        if unknowns_counter(self._gallery) != self._unknowns_counter:
+            snapshot = self._gallery.snapshot(self.embedder.version)
+            self._pipeline.matcher = site_matcher(self._gallery, self.rule, snapshot, self.embedder.version)
+            self._unknowns_counter = unknowns_counter(self._gallery)
+            log.info("gallery %s: margin test now knows %d stranger faces", self.gallery_path,
+                     self._pipeline.matcher.cohort_size)
 
     # ---- readiness, status, shutdown ----
 

@@ -55,12 +55,14 @@ def iso8601(epoch: float) -> str:
 
 
 def event_payload(event: IdentityEvent, device: str, camera: str) -> dict[str, Any]:
-    """The JSON body of `<p>/event` (schema 1)."""
+    """The JSON body of `<p>/event` (schema 1; `candidate` and `reason` added in edged 0.2: for `unknown`, the
+    nearest enrolled person and why the face was not named)."""
     return {
         "schema": EVENT_SCHEMA, "type": str(event.kind), "device": device, "camera": camera,
         "person": event.person, "distance": round(float(event.distance), 4),
         "confidence": round(float(event.confidence), 4), "track_id": event.track_id,
         "box": event.box.as_list(), "frame": event.frame, "timestamp": iso8601(event.wall),
+        "candidate": event.candidate, "reason": None if event.reason is None else str(event.reason),
     }
 
 

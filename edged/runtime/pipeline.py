@@ -26,15 +26,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edged.config import Config, DetectorConfig, PresenceConfig, TrackingConfig, VoteConfig
+from edged.config import Config, DetectorConfig, PresenceConfig, QualityConfig, TrackingConfig, VoteConfig
 from edged.embed.base import Embedder
+from edged.gallery.enroll import canonical_crop
+from edged.gallery.enroll import sharpness as crop_sharpness
 from edged.gallery.match import Matcher
 from edged.runtime.presence import Presence
 from edged.runtime.track import Track, Tracker
-from edged.runtime.vote import Voter
-from edged.types import Box, EventKind, Frame, IdentityEvent, PresenceChange
+from edged.runtime.vote import UNKNOWN, Voter
+from edged.types import Box, EventKind, FaceSample, Frame, IdentityEvent, PresenceChange
 from edged.vision.align import FaceAligner
 from edged.vision.detect import MAX_UPSAMPLE, FaceDetector
+from edged.vision.quality import assess, low_quality_reason
 
 STAGES = ("detect", "track", "align", "embed", "match")
 
@@ -74,6 +77,8 @@ class PipelineStats:
     faces_detected: int = 0
     tracks_started: int = 0
     embeds: int = 0
+    #: Faces too poor to be named (quality gate): they do not vote.
+    low_quality: int = 0
     embed_batches: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     #: person -> (frame, t) where the track later recognised as them was first detected.
@@ -87,8 +92,13 @@ class RecognitionPipeline:
 
     def __init__(self, embedder: Embedder, detection: DetectorConfig, tracking: TrackingConfig, vote: VoteConfig,
                  presence: PresenceConfig, detector: FaceDetector | None = None, aligner: FaceAligner | None = None,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+                 timer: Callable[[], float] = time.perf_counter, quality: QualityConfig | None = None,
+                 samples_per_track: int = 3) -> None:
+        """`quality`: the gate below which faces do not vote (None: every face votes); `samples_per_track`: views
+        kept per track for `unknown` events (0: none)."""
         self.detection = detection
+        self.quality = quality
+        self.samples_per_track = samples_per_track
         self.tracking = tracking
         self.embedder = embedder
         self.detector = detector or FaceDetector(detection.backend, upsample=detection.upsample)
@@ -102,12 +112,15 @@ class RecognitionPipeline:
         self._since_detect = detection.every_n_frames  # detect on the first frame
         self._since_small = detection.small_faces_every_n_frames  # with the small-face scan
         self._last_recognized: dict[int, float] = {}
-        self._track_first: dict[int, tuple[int, float]] = {}
+        self._track_first: dict[int, tuple[int, float, float]] = {}
+        self._samples: dict[int, list[FaceSample]] = {}
 
     @classmethod
     def from_config(cls, cfg: Config, embedder: Embedder, detector: FaceDetector | None = None) -> RecognitionPipeline:
         """The pipeline with the config sections it needs."""
-        return cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector)
+        samples = cfg.unknowns.samples_per_visit if cfg.unknowns.enabled else 0
+        return cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
+                   quality=cfg.quality, samples_per_track=samples)
 
     def set_matcher(self, matcher: Matcher | None, removed_people: set[str] | None = None) -> list[PresenceChange]:
         """Use a new gallery; every live track is recognised again. Returns presence changes for removed people."""
@@ -126,7 +139,7 @@ class RecognitionPipeline:
         update = self.tracker.update(image, detections, frame.index, t, follow)
         self.stats.seconds["track"] += self._timer() - start
         for track in update.started:
-            self._track_first[track.id] = (frame.index, t)
+            self._track_first[track.id] = (frame.index, t, frame.wall)
         self.stats.tracks_started += len(update.started)
 
         for track in update.tracks:
@@ -160,11 +173,13 @@ class RecognitionPipeline:
         self.voter.track_ended(track_id, t)
         self._last_recognized.pop(track_id, None)
         self._track_first.pop(track_id, None)
+        self._samples.pop(track_id, None)
 
     def finish(self) -> tuple[list[IdentityEvent], list[PresenceChange]]:
         """The stream ended: every track ends, `left` for all announced tracks, everyone absent."""
         self.tracker.end_all()
         self._last_recognized.clear()
+        self._samples.clear()
         return self.voter.flush(), self.presence.flush()
 
     # ---- stages ----
@@ -196,6 +211,8 @@ class RecognitionPipeline:
         if not self.voter.is_settled(track.id):
             return True
         every = self.tracking.recognize_every_s
+        if self.voter.identity(track.id) == UNKNOWN:  # a face turning towards the camera may still be named
+            every = min(every, self.tracking.recheck_unknown_s) if every > 0 else self.tracking.recheck_unknown_s
         return every > 0 and t - self._last_recognized.get(track.id, -np.inf) >= every
 
     def _recognize(self, frame: Frame, tracks: list[Track]) -> tuple[list[IdentityEvent], int]:
@@ -205,21 +222,33 @@ class RecognitionPipeline:
         if not todo:
             return [], 0
         start = self._timer()
-        crops = [self.aligner.align(frame.image, tr.box) for tr in todo]
+        image = frame.image
+        marks = [self.aligner.landmarks(image, tr.box) for tr in todo]
+        crops = [self.aligner.crop(image, tr.box, m) for tr, m in zip(todo, marks, strict=True)]
+        poor = [low_quality_reason(assess(image, tr.box, m), self.quality) if self.quality is not None else None
+                for tr, m in zip(todo, marks, strict=True)]
         aligned = self._timer()
         vectors = self.embedder.embed(crops)
         embedded = self._timer()
         results = self.matcher.match(vectors)
         events: list[IdentityEvent] = []
-        for track, result in zip(todo, results, strict=True):
+        for track, result, mark, vector, why in zip(todo, results, marks, vectors, poor, strict=True):
             self._last_recognized[track.id] = frame.t
-            for event in self.voter.observe(track.id, result, track.box, frame.index, frame.t, frame.wall):
-                if event.kind != EventKind.LEFT:
-                    event = dataclasses.replace(event, image=frame.image)  # the frame it was decided on
+            if why is not None:
+                self.stats.low_quality += 1
+            elif self.samples_per_track:
+                self._keep_sample(track.id, image, track.box, mark, vector)
+            for event in self.voter.observe(track.id, result, track.box, frame.index, frame.t, frame.wall,
+                                            low_quality=why is not None):
+                first = self._track_first.get(track.id, (frame.index, frame.t, frame.wall))
+                if event.kind != EventKind.LEFT:  # the frame it was decided on
+                    event = dataclasses.replace(event, image=image, first_t=first[1], first_wall=first[2])
+                if event.kind == EventKind.UNKNOWN:
+                    event = dataclasses.replace(event, samples=tuple(self._samples.get(track.id, ())))
                 events.append(event)
                 if event.kind == EventKind.RECOGNIZED and event.person not in self.stats.recognized:
                     self.stats.recognized[event.person] = (frame.index, frame.t)
-                    self.stats.first_detected[event.person] = self._track_first.get(track.id, (frame.index, frame.t))
+                    self.stats.first_detected[event.person] = first[:2]
         done = self._timer()
         self.stats.seconds["align"] += aligned - start
         self.stats.seconds["embed"] += embedded - aligned
@@ -227,3 +256,14 @@ class RecognitionPipeline:
         self.stats.embeds += len(todo)
         self.stats.embed_batches += 1
         return events, len(todo)
+
+    def _keep_sample(self, track_id: int, image: np.ndarray, box: Box, landmarks: np.ndarray,
+                     vector: np.ndarray) -> None:
+        """Keep the track's best `samples_per_track` views (by size and sharpness of the canonical crop)."""
+        crop = canonical_crop(image, box, landmarks)
+        sample = FaceSample(np.asarray(vector, np.float32).copy(), crop, min(box.width, box.height),
+                            crop_sharpness(crop))
+        kept = self._samples.setdefault(track_id, [])
+        kept.append(sample)
+        kept.sort(key=lambda s: s.quality, reverse=True)
+        del kept[self.samples_per_track:]

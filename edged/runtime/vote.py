@@ -3,9 +3,12 @@
 Pure computation: callers pass the timeline seconds `t` (and the wall-clock `wall` to stamp events).
 
 Per track, the last M recognitions are kept. A track gets a name when K of them agree on it
-(each within the embedder's threshold, as decided by the matcher); a track that stays unmatched
-for M recognitions in a row becomes `unknown`. A track with a decision is *settled* and needs no
-more recognitions until the caller's periodic re-check; a re-check that leaves the window
+(each named by the matcher's rule); a track that stays unmatched for M recognitions in a row becomes
+`unknown`, carrying its nearest candidate, distance and why it was not named. K recognitions matching
+the ignore list make the track *ignored*: it raises no event at all (a poster, a face on the TV).
+Low-quality faces (too small, blurred, turned away, cut off) do not vote; M of them in a row with no
+decision make the track `unknown` with reason "low quality". A track with a decision is *settled* and
+needs no more recognitions until the caller's periodic re-check; a re-check that leaves the window
 without a K-majority unsettles it again.
 
 Events are announced once per (track, person):
@@ -24,17 +27,32 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from edged.types import Box, EventKind, IdentityEvent, MatchResult
+from edged.types import Box, EventKind, IdentityEvent, MatchResult, UnknownReason
 
 RECOGNIZED = EventKind.RECOGNIZED
 UNKNOWN = EventKind.UNKNOWN
 LEFT = EventKind.LEFT
+#: The identity of a track that matched the ignore list (never announced).
+IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class _Vote:
+    name: str | None
+    distance: float
+    confidence: float
+    candidate: str | None
+    reason: UnknownReason | None
+
+    @property
+    def ignored(self) -> bool:
+        return self.reason == UnknownReason.IGNORED
 
 
 @dataclass
 class _TrackVotes:
-    window: deque[tuple[str | None, float, float]]
-    #: The name this track holds, UNKNOWN, or None (undecided).
+    window: deque[_Vote]
+    #: The name this track holds, UNKNOWN, IGNORED, or None (undecided).
     identity: str | None = None
     settled: bool = False
     last_box: Box | None = None
@@ -43,6 +61,10 @@ class _TrackVotes:
     last_wall: float = 0.0
     distance: float = 4.0
     confidence: float = 0.0
+    candidate: str | None = None
+    reason: UnknownReason | None = None
+    #: Low-quality faces in a row (they do not vote).
+    low_quality: int = 0
 
 
 @dataclass
@@ -72,7 +94,7 @@ class Voter:
     # ---- queries ----
 
     def identity(self, track_id: int) -> str | None:
-        """The person a track is held as, "unknown", or None while undecided."""
+        """The person a track is held as, "unknown", "ignored", or None while undecided."""
         state = self._tracks.get(track_id)
         return state.identity if state else None
 
@@ -87,37 +109,60 @@ class Voter:
     # ---- updates ----
 
     def observe(self, track_id: int, result: MatchResult, box: Box, frame: int, t: float,
-                wall: float) -> list[IdentityEvent]:
-        """Add one recognition of a track; returns the events it triggers (at most two)."""
-        state = self._tracks.get(track_id)
-        if state is None:
-            state = self._tracks[track_id] = _TrackVotes(deque(maxlen=self.m))
-        state.window.append((result.name, float(result.distance), float(result.confidence)))
+                wall: float, low_quality: bool = False) -> list[IdentityEvent]:
+        """Add one recognition of a track; returns the events it triggers (at most two).
+
+        `low_quality`: the face was too poor to be named (the caller's quality gate); it does not vote.
+        """
+        state = self._state(track_id)
         self.seen(track_id, box, frame, t, wall)
-        named = [n for n, _, _ in state.window if n is not None]
+        if low_quality:
+            state.low_quality += 1
+            if state.identity is None and state.low_quality >= self.m:
+                state.settled = True
+                state.identity = UNKNOWN
+                state.distance, state.confidence, state.candidate = float(result.distance), 0.0, result.candidate
+                state.reason = UnknownReason.LOW_QUALITY
+                return [self._event(UNKNOWN, track_id, None, state)]
+            return []
+        state.low_quality = 0
+        state.window.append(_Vote(result.name, float(result.distance), float(result.confidence), result.candidate,
+                                  result.reason))
+        named = [v.name for v in state.window if v.name is not None]
         best, votes = Counter(named).most_common(1)[0] if named else (None, 0)
         if best is not None and votes >= self.k:
             state.settled = True
-            agreeing = [(d, c) for n, d, c in state.window if n == best]
-            state.distance, state.confidence = min(agreeing)
+            agreeing = [v for v in state.window if v.name == best]
+            top = min(agreeing, key=lambda v: v.distance)
+            state.distance, state.confidence, state.candidate, state.reason = top.distance, top.confidence, best, None
             return self._claim(track_id, state, best)
+        if sum(v.ignored for v in state.window) >= self.k and state.identity in (None, UNKNOWN):
+            state.settled = True
+            state.identity = IGNORED  # no event, ever: and an earlier unknown was the poster after all
+            return []
         if len(state.window) == self.m and not named:
             # M unmatched in a row: an undecided track becomes unknown; a named one keeps its name
             # (a face turned away is still the same person) until a re-check names someone else.
             state.settled = True
             if state.identity is None:
-                state.distance, state.confidence = min((d, c) for _, d, c in state.window)
+                top = min(state.window, key=lambda v: v.distance)
+                state.distance, state.confidence = top.distance, top.confidence
+                state.candidate, state.reason = top.candidate, top.reason
                 state.identity = UNKNOWN
                 return [self._event(UNKNOWN, track_id, None, state)]
             return []
         state.settled = False
         return []
 
-    def seen(self, track_id: int, box: Box, frame: int, t: float, wall: float) -> None:
-        """Record where and when a track was last seen (for its `left` event)."""
+    def _state(self, track_id: int) -> _TrackVotes:
         state = self._tracks.get(track_id)
         if state is None:
             state = self._tracks[track_id] = _TrackVotes(deque(maxlen=self.m))
+        return state
+
+    def seen(self, track_id: int, box: Box, frame: int, t: float, wall: float) -> None:
+        """Record where and when a track was last seen (for its `left` event)."""
+        state = self._state(track_id)
         state.last_box, state.last_frame, state.last_t, state.last_wall = box, frame, t, wall
 
     def unsettle_all(self) -> None:
@@ -129,7 +174,7 @@ class Voter:
     def track_ended(self, track_id: int, t: float) -> None:
         """A track is gone: its `left` event becomes due after `left_after_s` unless taken over."""
         state = self._tracks.pop(track_id, None)
-        if state is None or state.identity is None or state.last_box is None:
+        if state is None or state.identity in (None, IGNORED) or state.last_box is None:
             return
         person = None if state.identity == UNKNOWN else state.identity
         if person is not None and self._holders.get(person) != track_id:
@@ -164,7 +209,7 @@ class Voter:
             return []
         events: list[IdentityEvent] = []
         previous = state.identity
-        if previous not in (None, UNKNOWN) and self._holders.get(previous) == track_id:
+        if previous not in (None, UNKNOWN, IGNORED) and self._holders.get(previous) == track_id:
             # Re-identified as someone else: the previous person left this track.
             del self._holders[previous]
             events.append(self._event(LEFT, track_id, previous, state))
@@ -186,4 +231,5 @@ class Voter:
     def _event(kind: EventKind, track_id: int, person: str | None, state: _TrackVotes) -> IdentityEvent:
         assert state.last_box is not None
         return IdentityEvent(kind, track_id, person, state.distance, state.confidence, state.last_box,
-                             state.last_frame, state.last_t, state.last_wall)
+                             state.last_frame, state.last_t, state.last_wall, state.candidate,
+                             state.reason if kind == UNKNOWN else None)

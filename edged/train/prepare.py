@@ -20,9 +20,9 @@ import numpy as np
 from edged.embed.dlib_resnet import DlibResNetEmbedder
 from edged.errors import EdgedError
 from edged.eval.facecache import FaceCache, analyse
+from edged.eval.split import lfw_people, lfw_split
 from edged.train.data import CANVAS, align_canvas
 from edged.train.distill import DistillSet
-from edged.train.split import lfw_people, lfw_split
 from edged.vision.imageio import IMAGE_EXTENSIONS, load_image
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edged.embed.base import Embedder, as_batch
+from edged.embed.base import Embedder, OpenSetDefaults, as_batch
 from edged.embed.nn4.net import NN4Small2
 from edged.embed.nn4.ort import OrtNN4
 from edged.embed.nn4.preprocess import to_network_input
@@ -146,6 +146,13 @@ class NN4Embedder(Embedder):
     @property
     def threshold(self) -> float:  # type: ignore[override]
         return self._load()[1].threshold
+
+    @property
+    def open_set(self) -> OpenSetDefaults:
+        identity = self._load()[1]
+        if identity.open_set_threshold is None:
+            return super().open_set
+        return OpenSetDefaults(identity.open_set_threshold, identity.open_set_max_ratio)
 
     def module(self) -> NN4Small2:
         """The loaded network (eval mode, on `self.device`)."""

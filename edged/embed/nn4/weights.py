@@ -68,6 +68,9 @@ class ModelIdentity:
     threshold: float
     alignment: str
     verified: bool
+    #: The door operating point when measured (registry `open_set`), else None.
+    open_set_threshold: float | None = None
+    open_set_max_ratio: float | None = None
 
 
 def _listing(items: list[str]) -> str:
