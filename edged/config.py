@@ -77,6 +77,9 @@ class CameraConfig(_Section):
     realtime: bool = True
     #: Video files: start again at the end instead of stopping.
     loop: bool = False
+    #: Video files: a file that is missing or cannot be opened is waited for (reopened with backoff) instead of
+    #: ending the daemon with an error.
+    wait_for_file: bool = False
     #: Downscale frames wider than this (pixels); null keeps the source size.
     max_width: int | None = Field(None, ge=64, le=8192)
     #: Region of interest [left, top, right, bottom] in source pixels; null = whole frame.
@@ -217,6 +220,133 @@ class AuditConfig(_Section):
     retention_days: float = Field(365.0, gt=0.0, le=36500)
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+
+
+class TimeWindow(_Section):
+    #: Weekdays the window is open (mon..sun); empty = every day.
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default_factory=list)
+    #: Local time (access.timezone) the window opens, "HH:MM".
+    start: str = Field("00:00", pattern=_TIME, json_schema_extra=_hint("a time HH:MM, 00:00 to 24:00"))
+    #: Local time it closes, "HH:MM" (24:00 = midnight at the end of the day).
+    end: str = Field("24:00", pattern=_TIME, json_schema_extra=_hint("a time HH:MM, 00:00 to 24:00"))
+
+
+class AccessRule(_Section):
+    #: A name for logs and the audit log.
+    name: str = Field(pattern=r"^[A-Za-z0-9_. -]{1,64}$",
+                      json_schema_extra=_hint("1-64 letters, digits, ' ', '_', '.', '-'"))
+    #: Enrolled people this rule lets in...
+    people: list[str] = Field(default_factory=list)
+    #: ...and groups (access.groups) of people.
+    groups: list[str] = Field(default_factory=list)
+    #: Doors (access.doors) it applies to; empty = every door.
+    doors: list[str] = Field(default_factory=list)
+    #: When; empty = always.
+    windows: list[TimeWindow] = Field(default_factory=list)
+    #: Grant only to a live face (liveness verdict of the track; needs liveness.enabled).
+    require_liveness: bool = True
+    #: Grant only to a track seen for at least this long (seconds).
+    min_track_s: float = Field(0.0, ge=0.0, le=60)
+    #: Grant only when at least this many of the track's recognitions agreed (see vote.k).
+    min_votes: int = Field(2, ge=1, le=100)
+
+
+class MqttAction(_Section):
+    #: Topic of the lock's command, e.g. zigbee2mqtt/front_lock/set.
+    topic: str = Field(pattern=r"^[^#+\s]+$", json_schema_extra=_hint(_TOPIC_HINT))
+    #: Payload to publish, e.g. '{"state": "UNLOCK"}'.
+    payload: str = '{"state": "UNLOCK"}'
+    qos: int = Field(1, ge=0, le=2)
+    #: Not sent when the broker has been unreachable for longer than this (seconds): a door never opens late.
+    max_delay_s: float = Field(2.0, gt=0.0, le=60)
+
+
+class GpioAction(_Section):
+    #: GPIO character device of the relay, e.g. /dev/gpiochip0 (libgpiod v2).
+    chip: str
+    #: Line offset on that chip.
+    line: int = Field(ge=0, le=1023)
+    #: Seconds the relay stays energised.
+    pulse_s: float = Field(1.0, gt=0.0, le=30)
+    active_low: bool = False
+
+
+class GpioInput(_Section):
+    #: GPIO character device of the door contact.
+    chip: str
+    line: int = Field(ge=0, le=1023)
+    #: The contact reads active when the door is closed.
+    active_low: bool = False
+
+
+class DoorConfig(_Section):
+    #: Cameras (camera.name) watching this door; empty = the camera.
+    cameras: list[str] = Field(default_factory=list)
+    #: Publish a command to open the lock...
+    unlock_mqtt: MqttAction | None = None
+    #: ...and/or pulse a relay.
+    unlock_gpio: GpioAction | None = None
+    #: A door contact: no pulse while the door is open.
+    contact: GpioInput | None = None
+
+
+class LockoutConfig(_Section):
+    #: Denied attempts (near-matches, failed liveness) at one door within window_s that start a lockout.
+    attempts: int = Field(5, ge=1, le=1000)
+    window_s: float = Field(300.0, gt=0.0, le=86400)
+    #: First cool-down (seconds); it doubles with every further denied attempt, up to max_s.
+    base_s: float = Field(30.0, gt=0.0, le=86400)
+    max_s: float = Field(3600.0, gt=0.0, le=7 * 86400)
+
+
+class AccessConfig(_Section):
+    #: Decide access per track and publish it on edged/<device_id>/access (granted / denied / alarm).
+    enabled: bool = False
+    #: IANA time zone of the rules' windows, e.g. Europe/Berlin.
+    timezone: str = "UTC"
+    doors: dict[str, DoorConfig] = Field(default_factory=lambda: {"door": DoorConfig()})
+    #: Named groups of enrolled people, used by rules.
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    #: Who may enter where and when; a person matching no rule is denied ("not allowed").
+    rules: list[AccessRule] = Field(default_factory=list)
+    #: One grant per person and door within this many seconds.
+    cooldown_s: float = Field(10.0, ge=0.0, le=86400)
+    #: How long a recognized track waits for its liveness verdict before it is denied (seconds).
+    liveness_wait_s: float = Field(5.0, gt=0.0, le=120)
+    lockout: LockoutConfig = Field(default_factory=LockoutConfig)
+
+
+class LivenessConfig(_Section):
+    #: Passive liveness over each face track (`edged.vision.liveness`): a printed photo or a screen is not a
+    #: live person. Needs the MiniFASNet models (`edged models fetch minifasnet`) and dlib's 68-point landmarks.
+    enabled: bool = False
+    #: What a "live" verdict needs: texture (MiniFASNet) and motion (a blink or 3-D parallax) = texture+motion;
+    #: texture+blink; texture alone; motion alone.
+    require: Literal["texture+motion", "texture+blink", "texture", "motion"] = "texture+motion"
+    #: Feed every Nth processed frame of a track to liveness (blinks last 0.1-0.3 s: keep >= 12 per second).
+    every_n_frames: int = Field(1, ge=1, le=100)
+    #: Run the texture models on every Nth fed frame only (~15 ms per face on one core; blink + parallax ~0.8 ms).
+    texture_every_n: int = Field(10, ge=1, le=1000)
+    #: No verdict before this many fed frames...
+    min_frames: int = Field(5, ge=1, le=10000)
+    #: ...and this long after the track's first fed frame (seconds).
+    min_seconds: float = Field(0.5, ge=0.0, le=600)
+    #: Refused (live false) when the motion cue has shown nothing this long after the first fed frame (seconds);
+    #: a blink later still turns the verdict live.
+    max_seconds: float = Field(5.0, ge=0.1, le=3600)
+    #: Texture passes when the median real-probability of the track's recent samples is at least this.
+    texture_min: float = Field(0.5, ge=0.0, le=1.0)
+    #: Texture samples needed before the texture cue decides.
+    texture_samples: int = Field(3, ge=1, le=1000)
+    #: Parallax passes at this score: the landmarks' residual to one homography between frames (a plane's
+    #: motion) in units of the track's own landmark noise (photos measured 1.2-2.4, live people 3.6-6.2).
+    parallax_min: float = Field(3.0, ge=1.0, le=100.0)
+    #: ONNX Runtime threads of the texture models (per call).
+    threads: int = Field(1, ge=1, le=64)
+
+
 class TLSConfig(_Section):
     enabled: bool = False
     ca_file: str | None = None
@@ -293,6 +423,8 @@ class Config(_Section):
     enroll: EnrollConfig = Field(default_factory=EnrollConfig)
     unknowns: UnknownsConfig = Field(default_factory=UnknownsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
@@ -387,7 +519,7 @@ def _plain(node: yaml.Node, loader: _Loader, name: str, lines: dict[tuple[str, .
     """The plain value of a composed `node`, recording the line of every key in `lines`."""
 
     def where(n: yaml.Node, path: tuple[str, ...]) -> str:
-        return f"{name}: line {n.start_mark.line + 1}: {'.'.join(path) or '(top level)'}"
+        return f"{name}: line {n.start_mark.line + 1}: {'.'.join(map(_key, path)) or '(top level)'}"
 
     def walk(n: yaml.Node, path: tuple[str, ...]) -> Any:
         lines[path] = n.start_mark.line + 1
@@ -441,14 +573,29 @@ def _without_none(tp: Any) -> Any:
     return tp
 
 
+#: Longest value echoed into a problem (longer ones are cut, saying how long they were).
+SHOW_MAX = 80
+
+
 def _show(raw: Any) -> str:
+    """A value for a problem line: printable, one line, bounded (a huge integer has no repr past 4,300 digits)."""
     if isinstance(raw, dict):
         return "a mapping"
     if isinstance(raw, list):
         return "a list"
     if raw is None:
         return "nothing (null)"
-    return f"{raw!r}"
+    try:
+        text = repr(raw)
+    except ValueError:
+        return "an integer too large to show"
+    return text if len(text) <= SHOW_MAX else f"{text[:SHOW_MAX - 20]}... ({len(text)} characters)"
+
+
+def _key(part: str) -> str:
+    """One key of a problem's path, printable on one line."""
+    text = part if part.isprintable() else repr(part)
+    return text if len(text) <= SHOW_MAX else f"{text[:SHOW_MAX - 20]}... ({len(text)} characters)"
 
 
 def _kind(raw: Any) -> str:
@@ -478,7 +625,7 @@ class _Report:
             probe = probe[:-1]
         line = self.lines.get(probe)
         where = f" line {line}:" if line else ""
-        self.problems.append(f"{self.name}:{where} {'.'.join(path) or '(top level)'}: {message}")
+        self.problems.append(f"{self.name}:{where} {'.'.join(map(_key, path)) or '(top level)'}: {message}")
 
 
 class _Where(typing.NamedTuple):
@@ -541,8 +688,11 @@ def _message(err: Any, at: _Where) -> str:
         # the bound as written in the schema (pydantic's ctx has it converted to the field's type)
         bound = next((getattr(m, name) for m in getattr(at.field, "metadata", ()) if hasattr(m, name)),
                      ctx.get(name))
-        value = float(raw) if base is float and isinstance(raw, int | float) else raw
-        return f"must be {op} {bound}, got {'a value (not shown)' if secret else value}"
+        try:
+            value = float(raw) if base is float and isinstance(raw, int | float) else raw
+        except OverflowError:
+            value = raw
+        return f"must be {op} {bound}, got {'a value (not shown)' if secret else _show(value)}"
     if kind == "string_pattern_mismatch":
         return f"{shown} is not allowed: {_extra(at.field, 'hint') or 'must match ' + str(ctx.get('pattern'))}"
     if kind == "finite_number":
@@ -627,6 +777,63 @@ def _semantic_checks(cfg: Config, v: _Report) -> None:
         v.problem(("mqtt", "password_file"), f"file not found: {cfg.mqtt.password_file}")
     if isinstance(cfg.camera.source, str) and not cfg.camera.source.strip():
         v.problem(("camera", "source"), "must not be empty")
+    _access_checks(cfg, v)
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _access_checks(cfg: Config, v: _Report) -> None:
+    """Doors, groups, windows, time zone and GPIO chips of the access section (people are checked against the
+    gallery at start: `edged.runtime.access.check_people`)."""
+    a = cfg.access
+    if not a.enabled:
+        return
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(a.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        v.problem(("access", "timezone"), f"unknown time zone {a.timezone!r} (an IANA name like Europe/Berlin)")
+    if not a.doors:
+        v.problem(("access", "doors"), "needs at least one door")
+    for door, d in a.doors.items():
+        for i, camera in enumerate(d.cameras):
+            if camera != cfg.camera.name:
+                v.problem(("access", "doors", door, "cameras", str(i)),
+                          f"no camera named {camera!r} (camera.name is {cfg.camera.name!r})")
+        for key, pin in (("unlock_gpio", d.unlock_gpio), ("contact", d.contact)):
+            if pin is not None and not Path(pin.chip).exists():
+                v.problem(("access", "doors", door, key, "chip"), f"no GPIO chip {pin.chip} on this machine")
+    for group, members in a.groups.items():
+        if not members:
+            v.problem(("access", "groups", group), "a group needs at least one person")
+    for i, rule in enumerate(a.rules):
+        at = ("access", "rules", str(i))
+        for j, door in enumerate(rule.doors):
+            if door not in a.doors:
+                v.problem((*at, "doors", str(j)), f"no door named {door!r} (access.doors: {', '.join(a.doors)})")
+        for j, group in enumerate(rule.groups):
+            if group not in a.groups:
+                v.problem((*at, "groups", str(j)), f"no group named {group!r} in access.groups")
+        if not rule.people and not rule.groups:
+            v.problem(at, f"rule {rule.name!r} names nobody (people or groups)")
+        if rule.require_liveness and not cfg.liveness.enabled:
+            v.problem((*at, "require_liveness"), f"rule {rule.name!r} grants only to a live face but liveness.enabled "
+                      "is false: enable liveness (edged models fetch minifasnet) or set require_liveness: false")
+        spans: list[tuple[int, int, int, int]] = []
+        for j, w in enumerate(rule.windows):
+            start, end = _minutes(w.start), _minutes(w.end)
+            if end <= start:
+                v.problem((*at, "windows", str(j), "end"), f"must be after start ({w.start}), got {w.end}")
+                continue
+            for day in w.days or DAYS:
+                for other_day, s, e, jj in spans:
+                    if other_day == DAYS.index(day) and start < e and s < end:
+                        v.problem((*at, "windows", str(j)), f"overlaps window {jj} on {day}")
+                spans.append((DAYS.index(day), start, end, j))
 
 
 def parse_config(text: str, name: str = "<config>") -> Config:

@@ -13,7 +13,13 @@ class EdgedError(Exception):
     exit_code = 1
 
     def __str__(self) -> str:
-        return " ".join(super().__str__().split())
+        text = " ".join(super().__str__().split())
+        if text.isprintable():
+            return text
+        # one printable line whatever went in: control characters (ESC...) and undecodable bytes
+        # (lone surrogates from file names) escaped, so printing it can neither fail nor drive a terminal
+        return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF
+                       else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)
 
 
 class ImageError(EdgedError):
@@ -30,6 +36,12 @@ class ModelNotInstalledError(EdgedError):
 
 class ModelFileError(EdgedError):
     """A model file is corrupt, truncated, of the wrong format or has wrong shapes."""
+
+
+class UsageError(EdgedError):
+    """The command line asks for something the command cannot do (exit 2, like argparse's usage errors)."""
+
+    exit_code = 2
 
 
 class ConfigError(EdgedError):

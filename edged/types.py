@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -192,11 +193,21 @@ class IdentityEvent:
     #: The frame the decision was made on (recognized / unknown; a reference, not a copy), for the sinks
     #: that show the face (snapshots). The event stream strips it for sinks that do not ask for images.
     image: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: `recognized`: how many of the track's last M recognitions agreed on the person.
+    votes: int = field(default=0, compare=False)
+    #: The visit: shared by a `recognized` (or `unknown`) and the `left` that closes it, even when another track
+    #: took the person over in between.
+    visit_id: int = 0
     #: `unknown`: the track's best views so far (best first), for the unknown-visitor store.
     samples: tuple[FaceSample, ...] = field(default=(), compare=False, repr=False)
     #: Timeline seconds and wall-clock time the track was first seen.
     first_t: float | None = field(default=None, compare=False)
     first_wall: float | None = field(default=None, compare=False)
+    #: `recognized`: the track's liveness verdict when it was named (liveness enabled; often still undecided).
+    liveness: LivenessReport | None = field(default=None, compare=False)
+    #: `recognized` of a new track of a person whose visit goes on (the person's earlier track was taken over):
+    #: for per-track decisions (door access); not published as a new recognition.
+    resumed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,8 @@ class PersonEntity:
 
     name: str
     display_name: str
+    #: The gallery's stable person id (0 when unknown): entities keyed on it survive a rename.
+    id: int = 0
 
 
 @dataclass(frozen=True)
@@ -236,7 +249,65 @@ class Health:
     wall: float
     #: A live camera that stopped delivering frames without failing.
     camera_stalled: bool = False
+    #: Frames the camera delivered that processing could not keep up with.
+    frames_dropped: int = 0
+
+
+class AccessOutcome(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    #: Too many denied attempts at a door: the lockout started.
+    ALARM = "alarm"
+
+
+@dataclass(frozen=True)
+class LivenessReport:
+    """A track's liveness verdict (`edged.vision.liveness`): live True / False, or None while undecided."""
+
+    track_id: int
+    live: bool | None
+    score: float
+    texture: float | None
+    blink: bool | None
+    parallax: float | None
+    frames: int
+    seconds: float
+    reasons: tuple[str, ...]
+    t: float
+    wall: float
+
+    def as_dict(self) -> dict[str, object]:
+        return liveness_dict(self)
+
+
+def liveness_dict(v: Any) -> dict[str, object]:
+    """The JSON form of a liveness verdict or report (MQTT, the audit log, `--json`): rounded scores, reasons."""
+    return {"live": v.live, "score": round(v.score, 4),
+            "texture": None if v.texture is None else round(v.texture, 4), "blink": v.blink,
+            "parallax": None if v.parallax is None else round(v.parallax, 4), "frames": v.frames,
+            "seconds": round(v.seconds, 3), "reasons": list(v.reasons)}
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    """What the door decided for one track (once per track), and why."""
+
+    outcome: AccessOutcome
+    door: str
+    camera: str
+    person: str | None
+    track_id: int | None
+    reasons: tuple[str, ...]
+    distance: float | None
+    confidence: float | None
+    liveness: LivenessReport | None
+    #: What was done about it: e.g. "mqtt zigbee2mqtt/front/set", "gpio gpiochip0:17 1.0 s", or why not.
+    actions: tuple[str, ...]
+    t: float
+    wall: float
+    #: The face of the decision (canonical crop RGB, or None), for the audit log when it keeps crops.
+    crop: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 #: What flows to the sinks.
-StreamItem = IdentityEvent | PresenceChange | PeopleChanged | Health
+StreamItem = IdentityEvent | PresenceChange | PeopleChanged | Health | LivenessReport | AccessDecision

@@ -4,13 +4,16 @@
 #   * a virtualenv in $PREFIX (default /opt/edged/.venv) with edged installed from this checkout,
 #   * /etc/edged/edged.yaml (from config/edged.yaml, kept when present) and /etc/edged/mqtt_password
 #     (an empty file, mode 0600, kept when present; systemd hands it over with LoadCredential=),
-#   * /var/lib/edged (mode 0700, the gallery and models), and systemd/edged.service.
+#   * /var/lib/edged (mode 0700, the gallery and models), systemd/edged.service and its drop-in
+#     edged.service.d/config.conf (`edged service dropin`: IPAddressAllow= for the config's MQTT broker and
+#     network camera, DeviceAllow= for access control's GPIO chips; the unit itself allows only loopback).
 # It does not enable or start the service.
 set -euo pipefail
 
 PREFIX=${PREFIX:-/opt/edged}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 UNIT=/etc/systemd/system/edged.service
+DROPIN=/etc/systemd/system/edged.service.d/config.conf
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-service.sh: run as root (sudo $0)" >&2
@@ -49,6 +52,8 @@ install -d -m 0700 -o edged -g edged /var/lib/edged
 
 install -m 0644 "$SRC/systemd/edged.service" "$UNIT"
 sed -i "s|/opt/edged/.venv/bin/edged|$PREFIX/.venv/bin/edged|" "$UNIT"
+# The unit allows only loopback: the drop-in allows the config's broker and camera (again after editing it).
+"$PREFIX/.venv/bin/edged" service dropin --config /etc/edged/edged.yaml --output "$DROPIN"
 systemd-analyze verify "$UNIT"
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
@@ -58,10 +63,12 @@ fi
 
 cat <<EOF
 edged installed in $PREFIX. Next:
-  1. edit /etc/edged/edged.yaml (camera.source, mqtt.host/username) and check it:
+  1. edit /etc/edged/edged.yaml (camera.source, mqtt.host/username), check it and let the unit reach the
+     broker and camera it names (the unit allows only loopback; this rewrites $DROPIN):
        $PREFIX/.venv/bin/edged check-config /etc/edged/edged.yaml
+       $PREFIX/.venv/bin/edged service dropin --config /etc/edged/edged.yaml --output $DROPIN
   2. put the MQTT password (if any) into /etc/edged/mqtt_password
   3. enroll people as the service user:
        sudo -u edged $PREFIX/.venv/bin/edged --gallery /var/lib/edged/gallery.db enroll NAME PHOTO...
-  4. systemctl enable --now edged && journalctl -u edged -f
+  4. systemctl daemon-reload && systemctl enable --now edged && journalctl -u edged -f
 EOF

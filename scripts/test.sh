@@ -3,4 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check edged tests scripts
-exec .venv/bin/pytest -q "$@"
+if [ "$#" -gt 0 ]; then  # a chosen selection (e.g. `-m homeassistant`, a test file): that one run
+    exec .venv/bin/pytest -q "$@"
+fi
+status=0
+.venv/bin/pytest -q || status=$?
+# Second run: the slow checks (whole liveness clips and attack sets) and edged against a real Home Assistant
+# (tests/test_homeassistant.py; .venv-ha from scripts/setup.sh)
+.venv/bin/pytest -q -rsxX -m "slow or homeassistant" || status=$?
+exit "$status"

@@ -150,3 +150,22 @@ class FakeCamera:
 
     def release(self) -> None:
         self.released = True
+
+
+# ---- hypothesis (tests/test_fuzz.py) ----
+# "ci" (the default): a few hundred examples per property, quick; "fuzz": 1,000 per property and 1,200 inputs
+# through the CLI, selected with `scripts/test.sh --hypothesis-profile=fuzz tests/test_fuzz.py`. No example
+# database is written (failures print their reproduction blob instead).
+try:
+    from datetime import timedelta
+
+    from hypothesis import HealthCheck, settings
+
+    _common = {"deadline": timedelta(seconds=5), "database": None, "print_blob": True,
+               "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
+                                         HealthCheck.filter_too_much]}
+    settings.register_profile("ci", max_examples=150, derandomize=True, **_common)
+    settings.register_profile("fuzz", max_examples=1000, **_common)
+    settings.load_profile(os.environ.get("EDGED_HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is in the test extra; without it only tests/test_fuzz.py is skipped
+    pass

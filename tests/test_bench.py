@@ -91,6 +91,10 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     for x in st["match"]["exact"].values():
         _timing_ok(x)
         assert x["recall_at_1"] >= 0.9  # a query 0.3 from its sample; other samples are ~2 away
+    door = st["match"]["door_rule"]
+    _timing_ok(door["door_rule"])
+    _timing_ok(door["nearest_sample"])
+    assert door["cohort"] > 0 and door["rule"]["max_ratio"] is not None and door["people"] == 100
     ann = st["match"]["ann"]
     if ann["available"]:
         x = ann["sizes"]["100000"]
@@ -110,6 +114,11 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     lat = e["latency"]
     assert lat["recognized"] and lat["recognized_frame"] >= lat["first_detected_frame"]
     assert lat["video_s"] >= 0 and lat["wall_s"] is not None and lat["wall_s"] > 0
+
+    lv = report["end_to_end_liveness"]  # the same run with liveness on every track, side by side
+    assert lv["realtime_factor"] > 0 and lv["realtime_factor_without"] == e["realtime_factor"]
+    assert lv["liveness_updates"] > 0 and 0 < lv["ms_per_tracked_face_per_checked_frame"] < 1000
+    assert lv["events"].get("recognized", 0) >= 1  # Lin-Manuel is still recognized
 
     rt = report["peers"]["nn4_runtimes"]
     # the peers run the same network and weights: their embeddings agree with edged's

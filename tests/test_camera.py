@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import re
 import shutil
 import threading
 import time
@@ -15,10 +17,10 @@ import numpy as np
 import pytest
 
 from edged.camera.grabber import Grabber
-from edged.camera.source import FrameSource, crop_and_resize, redact_url, source_kind
+from edged.camera.source import CameraError, FrameSource, crop_and_resize, redact_url, source_kind
 from edged.config import CameraConfig
 from edged.types import Frame
-from tests.conftest import CLIP_FPS, CLIP_FRAMES, FakeCamera, wait_until
+from tests.conftest import CLIP_FPS, CLIP_FRAMES, FakeCamera, run_cli, wait_until
 
 
 def drain(grabber: Grabber, until: float = 30.0) -> list[Frame]:
@@ -139,12 +141,12 @@ def test_roi_outside_frame_fails_with_clear_status(clip: Path) -> None:
     assert status.state == "failed" and "outside the 640x360 frame" in status.detail and grabber.finished
 
 
-def test_missing_file_retries_with_backoff_until_it_appears(tmp_path: Path, clip: Path,
+def test_missing_file_waited_for_retries_with_backoff_until_it_appears(tmp_path: Path, clip: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="edged.camera.grabber")
     path = tmp_path / "later.mp4"
     stop = threading.Event()
-    grabber = Grabber(CameraConfig(source=str(path), realtime=False), stop)
+    grabber = Grabber(CameraConfig(source=str(path), realtime=False, wait_for_file=True), stop)
     grabber.start()
     assert wait_until(lambda: grabber.status().failures >= 3, 5.0)  # attempts after 0, 0.5 and 1.5 s
     status = grabber.status()
@@ -233,3 +235,72 @@ def test_enrolling_from_a_live_camera_samples_the_newest_frames(clip_frames: lis
         FakeCamera(clip_frames, fail_after=8)) or cams[-1])
     source.open()
     assert [i for i, _ in iter_camera_frames(source, seconds=10.0, max_fps=5.0, clock=clock)] == [0, 6]
+
+
+# ---- video files that cannot be opened ----
+
+def _failed_detail(cfg: CameraConfig, timeout: float = 10.0) -> str:
+    stop = threading.Event()
+    grabber = Grabber(cfg, stop)
+    grabber.start()
+    ended = grabber.join(timeout)
+    stop.set()
+    assert ended, grabber.status()  # measured: retried forever with loop: false
+    status = grabber.status()
+    assert status.state == "failed" and grabber.finished and status.reconnects == 0, status
+    return status.detail
+
+
+def test_missing_file_fails_at_once_unless_waited_for(tmp_path: Path) -> None:
+    detail = _failed_detail(CameraConfig(source=str(tmp_path / "gone.mp4"), realtime=False))
+    assert detail == f"{tmp_path / 'gone.mp4'}: no such video file (camera.wait_for_file: true waits for the file)"
+
+
+def test_truncated_file_fails_with_one_clear_line_and_no_ffmpeg_chatter(tmp_path: Path, clip: Path,
+                                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[:100_000])  # the moov atom is at the end: FFmpeg cannot open it
+    detail = _failed_detail(CameraConfig(source=str(cut), realtime=False))
+    assert detail.startswith(f"{cut}: cannot open video (corrupt, truncated or unsupported codec")
+    assert "moov" not in capfd.readouterr().err  # measured: "[mov,mp4,... @ 0x...] moov atom not found"
+
+
+@pytest.mark.timeout(20)
+def test_fifo_device_and_directory_are_not_video_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "zero.mp4").symlink_to("/dev/zero")
+    for name, kind in (("pipe.mp4", "a FIFO (named pipe)"), ("zero.mp4", "a character device")):
+        with pytest.raises(CameraError, match=f"{name}: is {re.escape(kind)}, not a video file$"):
+            FrameSource.for_file(tmp_path / name).open()
+    with pytest.raises(CameraError, match="is a directory, not a video file"):
+        FrameSource.for_file(tmp_path).open()
+    assert "FIFO" in _failed_detail(CameraConfig(source=str(tmp_path / "pipe.mp4")))
+
+
+def test_wait_for_file_keeps_retrying_an_unopenable_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(broken), realtime=False, wait_for_file=True, reconnect_min_s=0.05,
+                                   reconnect_max_s=0.1), stop)
+    grabber.start()
+    assert wait_until(lambda: grabber.status().failures >= 3, 10.0)
+    status = grabber.status()
+    assert status.state == "reconnecting" and "cannot open video" in status.detail and not grabber.finished
+    stop.set()
+    assert grabber.join(5.0)
+
+
+def test_daemon_with_an_unopenable_video_exits_1_with_one_line(tmp_path: Path, clip: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[-50_000:])
+    config = tmp_path / "edged.yaml"
+    config.write_text(f"device_id: door\ncamera: {{source: '{cut}', realtime: false}}\n"
+                      f"gallery: {{path: '{tmp_path / 'g.db'}'}}\n"
+                      f"mqtt: {{host: 127.0.0.1, port: 9}}\nlogging: {{level: ERROR}}\n")
+    done = run_cli("run", "--create", "--config", str(config), timeout=120)  # no gallery yet: --create
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("edged: error: ")]
+    assert errors == [f"edged: error: {cut}: cannot open video (corrupt, truncated or unsupported codec) "
+                      f"(camera.wait_for_file: true waits for the file)"], done.stderr
+    assert "moov" not in done.stderr and "[mov" not in done.stderr

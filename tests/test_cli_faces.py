@@ -35,6 +35,20 @@ def test_compare_table(openface_dir):
     assert proc.stdout.count("Comparing") == 3
 
 
+@pytest.mark.pure
+@pytest.mark.parametrize("images", [0, 1])
+def test_compare_needs_two_images(tmp_path, images):
+    """One image has no pair to compare: a usage error (exit 2, like argparse's), before any model loads."""
+    args = [str(tmp_path / "one.jpg")] * images  # never read
+    proc = run_cli("compare", *args)
+    if images == 0:  # argparse itself: IMAGE is required
+        assert proc.returncode == 2 and "the following arguments are required: IMAGE" in proc.stderr
+        return
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("edged: error: compare needs at least 2 images, got 1 (the embedding of one image: "
+                           "edged embed IMAGE)\n")
+
+
 def test_embed_json_reports_each_image(openface_dir, tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0garbage\xff\xd9")

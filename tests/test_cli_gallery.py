@@ -66,7 +66,7 @@ def enrolled(tmp_path_factory, shared) -> Path:
         proc = g(path, "enroll", person, str(TRAIN / person))
         assert proc.returncode == 0, proc.stderr
         n = len(list((TRAIN / person).iterdir()))
-        assert f"added {n} samples for {person}, rejected 0" in proc.stdout
+        assert f"added {n} sample{'s' if n != 1 else ''} for {person}, rejected 0" in proc.stdout
     return path
 
 
@@ -152,6 +152,86 @@ def test_bad_names_are_one_line_errors(gallery, name, message):
     before = state(gallery)
     one_line_error(g(gallery, "enroll", name, str(TRAIN / "obama" / "obama.jpg")), "invalid name", message)
     assert state(gallery) == before
+
+
+def test_a_file_that_is_no_gallery_keeps_its_mode(tmp_path):
+    """Refused and left untouched, mode included (it was made 0600 before being refused); a real gallery
+    readable by others is still tightened."""
+    import sqlite3
+
+    notes = tmp_path / "notes.db"
+    notes.write_text("not a database\n" * 100)
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE songs (title TEXT)")
+    db.commit()
+    db.close()
+    for path, why in ((notes, "not an SQLite database"), (other, "an SQLite database of another program")):
+        os.chmod(path, 0o644)
+        before = path.read_bytes()
+        for args in (("gallery", "list"), ("enroll", "biden", str(TRAIN / "biden" / "biden.jpg"))):
+            one_line_error(g(path, *args), str(path), "not an edged gallery", why)
+            assert path.stat().st_mode & 0o777 == 0o644 and path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(path.name)) == [path.name]
+    real = tmp_path / "real.db"
+    Gallery(real).close()
+    os.chmod(real, 0o644)
+    proc = g(real, "gallery", "list")
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(f"0 people, 0 samples ({real})"), proc.stdout
+    assert real.stat().st_mode & 0o777 == 0o600
+
+
+def test_counts_are_singular_for_one(tmp_path):
+    path = tmp_path / "g.db"
+    proc = g(path, "enroll", "biden", str(TRAIN / "biden" / "biden.jpg"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "added 1 sample for biden, rejected 0"
+    assert g(path, "gallery", "list").stdout.strip().splitlines()[-1] == \
+        f"1 person, 1 sample, embedder dlib ({path})"
+    assert g(path, "gallery", "remove", "biden").stdout.strip() == "removed biden (1 sample)"
+
+
+def test_video_enrollment_advances_per_frame(tmp_path, monkeypatch, capsys):
+    """The progress bar moves with every frame examined (a video counts its frames, not 1), and ends full."""
+    from edged.cli import main
+    from edged.cli.common import Context, Progress
+
+    seen: list[tuple[int, int]] = []
+
+    class Recording(Progress):
+        def update(self, done=None, extra=""):
+            super().update(done, extra)
+            seen.append((self.done, self.total))
+
+    monkeypatch.setattr(Context, "progress", lambda self, total, label: Recording(total, label, enabled=True))
+    clip = FR / "short_hamilton_clip.mp4"
+    photo = TRAIN / "obama" / "obama.jpg"
+    assert main(["--gallery", str(tmp_path / "g.db"), "enroll", "lin-manuel-miranda", str(photo), str(clip)]) == 0
+    out = capsys.readouterr().out
+    frames = 46  # 275 frames, every 6th examined
+    assert len(seen) == 1 + frames + 1  # the photo, each frame, the video done
+    assert seen[0] == (1, 2) and seen[1] == (2, 1 + frames)
+    assert [d for d, _ in seen[1:-1]] == list(range(2, 2 + frames)) and seen[-1] == (1 + frames, 1 + frames)
+    assert "added " in out and "sample" in out
+
+
+def test_run_never_creates_a_gallery_without_create(tmp_path):
+    """A mistyped --gallery must not become an empty gallery (everybody unknown): refused in one line, nothing
+    created; `--create` starts with an empty one."""
+    cfg = tmp_path / "edged.yaml"
+    clip = FR / "short_hamilton_clip.mp4"
+    cfg.write_text(f"device_id: door\ncamera: {{source: '{clip}', realtime: false}}\nmqtt: {{enabled: false}}\n"
+                   f"logging: {{level: WARNING}}\n")
+    typo = tmp_path / "state" / "galery.db"
+    proc = run_cli("--config", str(cfg), "--gallery", str(typo), "run", timeout=120)
+    assert proc.returncode == 1 and proc.stderr == (
+        f"edged: error: {typo}: no gallery here; enroll people first (edged --gallery {typo} enroll NAME "
+        f"PHOTO...) or start with an empty one: edged run --create\n")
+    assert not typo.parent.exists()
+    proc = run_cli("--config", str(cfg), "--gallery", str(typo), "run", "--create", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["exit_reason"] == "end of video"
+    assert Gallery(typo, create=False).people() == []
 
 
 def test_gallery_file_problems(tmp_path):

@@ -222,8 +222,16 @@ def test_run_hamilton_clip_as_a_service(tmp_path: Path, lin_gallery: Path, clip:
     assert availability[0] == b"online" and availability[-1] == b"offline"
     configs = {m.topic: json.loads(m.payload) for m in sub.all() if m.topic.startswith("homeassistant/") and m.payload}
     assert {"homeassistant/event/edged_door/face/config", "homeassistant/sensor/edged_door/last_person/config",
-            "homeassistant/binary_sensor/edged_door/person_lin_manuel_miranda/config"} <= set(configs)
-    assert all(c["availability_topic"] == "edged/door/availability" for c in configs.values())
+            "homeassistant/binary_sensor/edged_door/person_1/config"} <= set(configs)
+    def availability_topics(config: dict) -> set[str]:
+        if "availability_topic" in config:
+            return {config["availability_topic"]}
+        return {a["topic"] for a in config.get("availability", [])}
+    entities = {t: c for t, c in configs.items() if "device_automation" not in t}
+    assert all("edged/door/availability" in availability_topics(c) for c in entities.values())
+    # what needs the camera is unavailable while the camera is down
+    assert availability_topics(configs["homeassistant/event/edged_door/face/config"]) == {
+        "edged/door/availability", "edged/door/camera/stage/availability"}
 
     events = events_of(sub)
     recognized = [e for e in events if e["type"] == "recognized"]
@@ -232,7 +240,8 @@ def test_run_hamilton_clip_as_a_service(tmp_path: Path, lin_gallery: Path, clip:
     # events per track, not per frame: each (track, type) at most once
     assert len({(e["track_id"], e["type"]) for e in events}) == len(events) <= 6
     presence = [json.loads(m.payload) for m in sub.on(f"edged/door/person/{LIN}")]
-    assert presence and presence[0]["state"] == "present"
+    # absent (never seen) from the start, then present
+    assert [p["state"] for p in presence[:2]] == ["absent", "present"] and presence[0]["last_seen"] is None
 
     ready, stopping = notify.first("READY=1"), notify.first("STOPPING=1")
     assert ready is not None and stopping is not None and ready < stopping
@@ -282,7 +291,8 @@ def test_whole_clip_events_latency_and_presence(tmp_path: Path, lin_gallery: Pat
     timing = stats.people[LIN]
     assert timing.recognized_frame == rec["frame"] and timing.latency_s <= 0.5
     presence = sub.on(f"edged/door/person/{LIN}")
-    assert [json.loads(m.payload)["state"] for m in presence] == ["present", "absent"] * 2
+    # absent until first seen (published at start), then two visits
+    assert [json.loads(m.payload)["state"] for m in presence] == ["absent"] + ["present", "absent"] * 2
     # absent 1 s (video time) after the last sighting, before the video ended (the unknown man's
     # track lasts to the end, so his "left" only comes when the stream ends)
     messages = sub.all()
@@ -343,7 +353,8 @@ def test_missing_source_reconnects_and_reports(tmp_path: Path, lin_gallery: Path
         notify = NotifySocket(tmp_path / "notify.sock")
         monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
         monkeypatch.setenv("WATCHDOG_USEC", "400000")
-        cfg = parse_config(config_text(source, lin_gallery, broker.port, camera={"realtime": True},
+        cfg = parse_config(config_text(source, lin_gallery, broker.port,
+                                       camera={"realtime": True, "wait_for_file": True},
                                        service={"status_every_s": 0.5}))
         daemon = Daemon(cfg, embedder=dlib_embedder)
         runner = DaemonThread(daemon)
@@ -376,7 +387,7 @@ def test_enroll_while_running_is_picked_up(tmp_path: Path, clip: Path, fr_dir: P
             enroll_cli(gallery, LIN, fr_dir / "lin-manuel-miranda.png")
             assert sub.wait_for(lambda ms: any(e["type"] == "recognized" and e["person"] == LIN
                                                for e in events_of(sub)), 60)
-            assert sub.on("homeassistant/binary_sensor/edged_door/person_lin_manuel_miranda/config")
+            assert sub.on("homeassistant/binary_sensor/edged_door/person_1/config")
         finally:
             stats = runner.stop()
         sub.close()

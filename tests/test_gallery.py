@@ -188,9 +188,12 @@ def test_missing_gallery_and_uncreatable_directory(tmp_path):
 
 
 def test_export_import_roundtrip_and_checksum(tmp_path):
+    from edged.vision.imageio import encode_png
+
+    crop = encode_png(np.full((224, 224, 3), 90, np.uint8))  # import decodes every crop
     src = tmp_path / "a.db"
     with Gallery(src) as g:
-        g.add_samples("ann", [sample(1), sample(2)], display_name="Ann")
+        g.add_samples("ann", [sample(1, crop=crop), sample(2, crop=crop)], display_name="Ann")
         g.add_samples("bob", [sample(3, crop=None)])
         export = tmp_path / "export.json"
         assert export_gallery(g, export) == {"people": 2, "samples": 3}
@@ -202,7 +205,7 @@ def test_export_import_roundtrip_and_checksum(tmp_path):
         a = Gallery(src).snapshot(VERSION)
         b = h.snapshot(VERSION)
         assert a.names == b.names and np.array_equal(a.vectors, b.vectors) and np.array_equal(a.labels, b.labels)
-        assert [s.crop_png for s in h.samples("ann", with_crops=True)] == [b"\x89PNG fake crop bytes"] * 2
+        assert [s.crop_png for s in h.samples("ann", with_crops=True)] == [crop] * 2
         counter = h.change_counter()
         doc = json.loads(export.read_text())
         doc["payload"]["people"][0]["name"] = "mallory"
@@ -302,3 +305,20 @@ def test_busy_writer_times_out_with_one_line(tmp_path, monkeypatch):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_opening_the_gallery_again_in_one_process_keeps_other_connections_current(tmp_path: Path) -> None:
+    """The daemon holds the gallery open while its sinks open it again; a write by another process (`edged
+    gallery remove`) must stay visible to the daemon's connection. Reading the file's header with a plain
+    open()/close() dropped this process's POSIX locks and left that connection on a stale snapshot."""
+    path = tmp_path / "g.db"
+    daemon = Gallery(path)
+    daemon.add_samples("alice", [sample(1)])
+    writer = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+              "db.execute('UPDATE change_counter SET value = value + 1'); db.commit()")
+    for _ in range(3):
+        before = daemon.change_counter()
+        Gallery(path, create=False).close()  # another sink of the same process opens and closes it
+        subprocess.run([sys.executable, "-c", writer, str(path)], check=True)
+        assert daemon.change_counter() == before + 1
+    daemon.close()

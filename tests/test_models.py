@@ -131,6 +131,43 @@ def test_list_json_names_the_official_files_with_checksums(env):
     assert not env.exists()
 
 
+def test_list_shows_dlibs_files_with_paths_and_licences(env, capsys):
+    from edged.vision import dlib_files
+
+    rows = [r for r in json.loads(cli(capsys, "models", "list", "--json")[1])["models"] if r["name"] == "dlib"]
+    files = {r["file"]: r for r in rows}
+    assert sorted(files) == sorted([dlib_files.RESNET, dlib_files.SHAPE_5, dlib_files.SHAPE_68, dlib_files.MMOD])
+    for row in rows:
+        assert row["installed"] and row["kind"] == "package" and row["package"] == "face-recognition-models"
+        assert Path(row["path"]) == dlib_files.models_dir() / row["file"] and row["size"] > 0
+    landmarks68 = files[dlib_files.SHAPE_68]["licence"]
+    assert "iBUG 300-W" in landmarks68 and "exclude commercial use" in landmarks68
+    assert files[dlib_files.RESNET]["licence"].startswith("public domain") and files[dlib_files.RESNET]["embedder"]
+    rc, out, _ = cli(capsys, "models", "list")
+    assert rc == 0 and str(dlib_files.models_dir() / dlib_files.SHAPE_68) in out
+    assert "licence: non-commercial: trained on iBUG 300-W" in out and "minifasnet" in out  # liveness too
+
+
+def test_verify_names_unknown_models_and_checks_dlib(env, files, capsys):
+    rc, out, err = cli(capsys, "models", "verify", "nosuch")
+    assert rc == 1 and out == ""
+    assert err == ("edged: error: unknown model 'nosuch' (known: nn4.small2.v1, nn4.small2.edged-v1, minifasnet, "
+                   "dlib; see 'edged models list')\n")
+    assert cli(capsys, "models", "import", str(files["pt"]), "--name", "mine")[0] == 0
+    rc, _, err = cli(capsys, "models", "verify", "mine", "nosuch", "nope")
+    assert rc == 1 and err.startswith("edged: error: unknown models 'nosuch', 'nope' (known: ")
+    assert "mine, dlib;" in err
+    rc, _, err = cli(capsys, "models", "verify", "nn4.small2.v1")  # known, not installed: said so
+    assert rc == 1 and err.strip() == f"edged: error: not installed in {env}: nn4.small2.v1"
+    rc, out, err = cli(capsys, "models", "verify", "dlib", "--json")
+    results = json.loads(out)["results"]
+    assert rc == 0, err
+    assert [r["name"] for r in results] == ["dlib"] * 4 and all(r["ok"] for r in results)
+    assert any("non-commercial" in r["message"] for r in results)
+    rc, out, _ = cli(capsys, "models", "verify", "mine", "dlib", "--json")
+    assert rc == 0 and [r["name"] for r in json.loads(out)["results"]] == ["mine"] + ["dlib"] * 4
+
+
 def test_registry_errors_name_the_field(tmp_path, monkeypatch):
     bad = entry("x", "x.pt", url="http://example.invalid/x.pt", md5="XYZ")
     write_registry(tmp_path / "registry.json", monkeypatch, bad)
@@ -349,3 +386,59 @@ def test_wheel_carries_the_registry_and_shipped_weights(tmp_path):
         for name in shipped:
             assert name in data, f"{name} missing from {wheel.name}"
             assert z.read(data[name]) == (root / "models" / name).read_bytes()
+
+
+# ---- the liveness models (MiniFASNet, ONNX) ----
+
+MINIFASNET_FILES = ("MiniFASNetV2.onnx", "MiniFASNetV1SE.onnx")
+
+
+def test_fetch_minifasnet_installs_both_checked_onnx_files(env, server, monkeypatch, capsys, shared):
+    base, www = server
+    onnx = shared / "models" / "minifasnet" / "onnx"
+    for name in MINIFASNET_FILES:
+        (www / name).symlink_to(onnx / name)  # served from ../shared, never copied into the repo
+    monkeypatch.setenv("EDGED_MODELS_BASE_URL", base)
+    rc, out, err = cli(capsys, "models", "fetch", "minifasnet", "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["downloaded"] is True
+    assert [f["path"] for f in got["files"]] == [str(env / n) for n in MINIFASNET_FILES]
+    for name in MINIFASNET_FILES:
+        target = env / name
+        assert not target.is_symlink() and target.read_bytes() == (onnx / name).read_bytes()
+        assert (target.stat().st_mode & 0o777) == 0o600
+    rc, out, _ = cli(capsys, "models", "fetch", "minifasnet")
+    assert rc == 0 and out.count("already installed") == 2
+    rc, out, _ = cli(capsys, "models", "verify", "minifasnet", "--json")
+    assert rc == 0 and [r["ok"] for r in json.loads(out)["results"]] == [True, True]
+    rows = [r for r in json.loads(cli(capsys, "models", "list", "--json")[1])["models"] if r["name"] == "minifasnet"]
+    assert [(r["file"], r["installed"], r["licence"]) for r in rows] == [
+        (n, True, "Apache-2.0") for n in MINIFASNET_FILES]
+    assert rows[0]["sha256"] == "4eed38f0bde33c9b805942a5f25e42ce1161e2bda545254be622be957727794e"
+    assert rows[1]["url"] == "https://github.com/yakhyo/face-anti-spoofing/raw/main/weights/MiniFASNetV1SE.onnx"
+    from edged.models.liveness import minifasnet_paths
+
+    assert minifasnet_paths() == (env / MINIFASNET_FILES[0], env / MINIFASNET_FILES[1])
+
+
+def test_fetch_minifasnet_refuses_a_file_with_the_wrong_checksum(env, server, monkeypatch, capsys, shared):
+    base, www = server
+    onnx = shared / "models" / "minifasnet" / "onnx"
+    (www / "MiniFASNetV2.onnx").symlink_to(onnx / "MiniFASNetV2.onnx")
+    data = bytearray((onnx / "MiniFASNetV1SE.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed (in the served tmp dir)
+    (www / "MiniFASNetV1SE.onnx").write_bytes(bytes(data))
+    monkeypatch.setenv("EDGED_MODELS_BASE_URL", base)
+    rc, _, err = cli(capsys, "models", "fetch", "minifasnet")
+    assert rc == 1 and f"{base}/MiniFASNetV1SE.onnx: checksum mismatch" in err and "nothing was installed" in err
+    (www / "MiniFASNetV1SE.onnx").unlink()
+    (www / "MiniFASNetV1SE.onnx").symlink_to(onnx / "MiniFASNetV2.onnx")  # a valid model, but not this one
+    rc, _, err = cli(capsys, "models", "fetch", "minifasnet")
+    assert rc == 1 and "bytes is more than the expected 1742315" in err  # the registry's size limits downloads
+    assert sorted(p.name for p in env.iterdir()) == ["MiniFASNetV2.onnx"]  # the good file stays, checked
+    with pytest.raises(ModelNotInstalledError, match=r"MiniFASNetV1SE\.onnx: liveness model not installed; "
+                                                     r"run 'edged models fetch minifasnet'"):
+        from edged.models.liveness import minifasnet_paths
+
+        minifasnet_paths()

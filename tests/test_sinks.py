@@ -110,7 +110,7 @@ def test_mqtt_payloads_are_pinned() -> None:
     assert json.dumps(event_payload(rec, "door", "front"), separators=(",", ":")) == (
         '{"schema":1,"type":"recognized","device":"door","camera":"front","person":"alice","distance":0.1235,'
         '"confidence":0.66,"track_id":1,"box":[10,20,110,120],"frame":10,"timestamp":"2023-11-14T22:13:20.250Z",'
-        '"candidate":null,"reason":null}')
+        '"candidate":null,"reason":null,"visit_id":null,"liveness":null}')
     unknown = IdentityEvent(EventKind.UNKNOWN, 2, None, 0.31, 0.2, Box(1, 2, 3, 4), 5, 0.2, WALL, "alice",
                             UnknownReason.AMBIGUOUS)
     body = event_payload(unknown, "door", "front")
@@ -120,19 +120,33 @@ def test_mqtt_payloads_are_pinned() -> None:
     assert json.dumps(presence_payload(PresenceChange("alice", PresenceState.PRESENT, WALL))) == \
         '{"state": "present", "last_seen": "2023-11-14T22:13:20.250Z"}'
     topics = Topics(MQTTConfig(), HomeAssistantConfig(), "door")
-    configs = discovery_messages(topics, "door", "front", [PersonEntity("alice", "Alice A.")], snapshots=False)
-    assert sorted(configs) == ["homeassistant/binary_sensor/edged_door/person_alice/config",
-                               "homeassistant/event/edged_door/face/config",
-                               "homeassistant/sensor/edged_door/last_person/config"]
-    alice = configs["homeassistant/binary_sensor/edged_door/person_alice/config"]
+    configs = discovery_messages(topics, "door", "front", [PersonEntity("alice", "Alice A.", 7)], snapshots=False)
+    assert {t.split("/")[1] + "/" + t.split("/")[3] for t in configs} == {
+        "binary_sensor/person_7", "sensor/person_7_last_seen", "device_automation/recognized_person_7",
+        "event/face", "sensor/last_person", "sensor/unknown_visitors", "binary_sensor/camera",
+        "device_automation/unknown", "sensor/fps", "sensor/camera_state", "sensor/queue", "sensor/gallery",
+        "sensor/dropped"}
+    alice = configs["homeassistant/binary_sensor/edged_door/person_7/config"]
     device = {"identifiers": ["edged_door"], "name": "edged door", "manufacturer": "edged",
               "model": "edged face recognition", "sw_version": alice["device"]["sw_version"]}
-    assert alice == {"availability_topic": "edged/door/availability", "payload_available": "online",
-                     "payload_not_available": "offline", "device": device, "name": "Alice A.",
-                     "unique_id": "edged_door_person_alice", "device_class": "presence",
-                     "state_topic": "edged/door/person/alice", "value_template": "{{ value_json.state }}",
+    origin = {"name": "edged", "sw_version": alice["device"]["sw_version"]}
+    assert alice == {"device": device, "origin": origin, "qos": 1, "availability_mode": "all",
+                     "availability": [{"topic": "edged/door/availability", "payload_available": "online",
+                                       "payload_not_available": "offline"},
+                                      {"topic": "edged/door/camera/front/availability", "payload_available": "online",
+                                       "payload_not_available": "offline"}],
+                     "name": "Alice A.", "unique_id": "edged_door_person_7", "device_class": "presence",
+                     "state_topic": "edged/door/person/alice",
+                     "value_template": "{{ value_json.state if value_json is defined else '' }}",
                      "payload_on": "present", "payload_off": "absent",
-                     "json_attributes_topic": "edged/door/person/alice"}
+                     "json_attributes_topic": "edged/door/person/alice",
+                     "json_attributes_template": "{{ value_json | tojson if value_json is defined else '{}' }}"}
+    seen = configs["homeassistant/sensor/edged_door/person_7_last_seen/config"]
+    assert seen["device_class"] == "timestamp" and seen["state_topic"] == "edged/door/person/alice/last_seen"
+    assert "value_template" not in seen  # the payload is the ISO 8601 time itself, published once seen
+    trigger = configs["homeassistant/device_automation/edged_door/recognized_person_7/config"]
+    assert trigger["topic"] == "edged/door/trigger/recognized/alice" and trigger["type"] == "recognized"
+    assert all(c["qos"] == 1 and c["origin"]["name"] == "edged" for c in configs.values())
     face = configs["homeassistant/event/edged_door/face/config"]
     assert face["event_types"] == ["recognized", "unknown", "left"] and face["state_topic"] == "edged/door/event"
 

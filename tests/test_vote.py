@@ -89,10 +89,14 @@ def test_left_after_window_with_last_seen_frame() -> None:
 @pytest.mark.pure
 def test_new_track_of_same_person_within_window_takes_over_silently() -> None:
     voter = Voter(k=2, m=3, left_after_s=2.0)
-    assert [e.kind for s in feed(voter, 1, [hit("ann"), hit("ann")]) for e in s] == ["recognized"]
+    [first] = [e for s in feed(voter, 1, [hit("ann"), hit("ann")]) for e in s]
+    assert first.kind == "recognized" and not first.resumed
     voter.track_ended(1, 0.5)
-    # a detector gap: the same person comes back as track 2 within left_after_s
-    assert [e for s in feed(voter, 2, [hit("ann"), hit("ann")], start_frame=10) for e in s] == []
+    # a detector gap: the same person comes back as track 2 within left_after_s: the visit goes on (only a
+    # `resumed` recognized, for per-track decisions, that nothing publishes as a new arrival)
+    assert [(e.kind, e.track_id, e.resumed, e.visit_id) for s in feed(voter, 2, [hit("ann"), hit("ann")],
+                                                                       start_frame=10) for e in s] == [
+        ("recognized", 2, True, first.visit_id)]
     assert voter.due(10.0) == []  # no left for track 1: track 2 holds ann now
     voter.track_ended(2, 1.2)
     [left] = voter.due(3.2)
@@ -107,7 +111,8 @@ def test_duplicate_live_tracks_announce_a_person_once() -> None:
     voter = Voter(k=2, m=3)
     a = feed(voter, 1, [hit("ann"), hit("ann")])
     b = feed(voter, 2, [hit("ann"), hit("ann")])
-    assert [e.kind for s in a + b for e in s] == ["recognized"]
+    assert [(e.kind, e.track_id, e.resumed) for s in a + b for e in s] == [("recognized", 1, False),
+                                                                           ("recognized", 2, True)]
     assert voter.holders() == {"ann": 2}
 
 

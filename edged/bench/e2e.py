@@ -80,6 +80,10 @@ def e2e_child_main(argv: Sequence[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     try:
         cfg = bench_config(spec["config"], Path(spec["clip"]), Path(spec["gallery"]))
+        if spec.get("liveness_models"):  # the same run with passive liveness on every track
+            cfg = cfg.model_copy(update={
+                "liveness": cfg.liveness.model_copy(update={"enabled": True}),
+                "models": cfg.models.model_copy(update={"dir": spec["liveness_models"]})})
         grabbed: list[float] = []
         recorder = RecordingSink()
         daemon = Daemon(cfg, embedder=embedder_from_config(cfg), notifier=Notifier({}), sinks=[recorder],
@@ -90,18 +94,21 @@ def e2e_child_main(argv: Sequence[str]) -> int:
         return 1
     result = {"stats": stats.to_dict(), "grabbed": grabbed, "peak_rss_mb": peak_rss_mb(),
               "events": [{"wall": w, "type": str(e.kind), "person": e.person, "frame": e.frame}
-                         for w, e in recorder.items if isinstance(e, IdentityEvent)]}
+                         for w, e in recorder.items if isinstance(e, IdentityEvent) and not e.resumed]}
     Path(spec["out"]).write_text(json.dumps(result))
     return 0
 
 
 def run_daemon_child(config_path: str | None, clip: Path, gallery: Path, workdir: Path,
-                     timeout_s: float = 600.0) -> dict[str, Any]:
-    """Start the child, wait for it, return what it wrote; BenchError with its last error line on failure."""
-    spec = {"config": config_path, "clip": str(clip), "gallery": str(gallery), "out": str(workdir / "e2e.json")}
+                     timeout_s: float = 600.0, liveness_models: Path | None = None) -> dict[str, Any]:
+    """Start the child, wait for it, return what it wrote; BenchError with its last error line on failure.
+    `liveness_models`: a models directory with the MiniFASNet files: the run has liveness on."""
+    spec = {"config": config_path, "clip": str(clip), "gallery": str(gallery), "out": str(workdir / "e2e.json"),
+            "liveness_models": str(liveness_models) if liveness_models else None}
     spec_path = workdir / "e2e-spec.json"
     spec_path.write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    drop = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} | ({"EDGED_MODELS"} if liveness_models else set())
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     code = "import sys; from edged.bench.e2e import e2e_child_main; sys.exit(e2e_child_main(sys.argv[1:]))"
     try:
         done = subprocess.run([sys.executable, "-c", code, str(spec_path)], capture_output=True, text=True,

@@ -212,7 +212,7 @@ def bench_face_recognition_style(frames: Sequence[np.ndarray], first_index: int,
             index = first_index + i
             result = pipeline.process(Frame(image, index, index / fps, index / fps))
             for event in result.events:
-                if event.kind == EventKind.RECOGNIZED and event.person is not None:
+                if event.kind == EventKind.RECOGNIZED and event.person is not None and not event.resumed:
                     edged_named.setdefault(event.person, index)
         pipeline.finish()
 

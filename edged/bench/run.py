@@ -43,7 +43,14 @@ from edged.bench.common import (
 )
 from edged.bench.e2e import bench_config, e2e_summary, enroll_known, run_daemon_child
 from edged.bench.peers import bench_face_recognition_style, bench_nn4_runtimes, nn4_for_speed
-from edged.bench.stages import bench_align, bench_decode, bench_detect, bench_dlib_embed, bench_match
+from edged.bench.stages import (
+    bench_align,
+    bench_decode,
+    bench_detect,
+    bench_dlib_embed,
+    bench_door_rule,
+    bench_match,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,34 @@ def _workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="edged-bench-") as name:
         os.chmod(name, 0o700)  # holds a gallery (biometric data)
         yield Path(name)
+
+
+def _liveness_run(config_path: str | None, shared: Path, gallery: Path, work: Path, fps: float,
+                  without: dict[str, Any]) -> dict[str, Any]:
+    """The same end-to-end run with passive liveness on every track (MiniFASNet from ../shared), side by side
+    with the run without: real-time factors and the cost per tracked face per checked frame."""
+    onnx = shared / "models" / "minifasnet" / "onnx"
+    names = ("MiniFASNetV2.onnx", "MiniFASNetV1SE.onnx")
+    if not all((onnx / n).is_file() for n in names):
+        return {"skipped": f"no MiniFASNet files in {onnx}"}
+    models = work / "liveness-models"
+    models.mkdir(exist_ok=True)
+    for n in names:
+        if not (models / n).exists():
+            (models / n).symlink_to((onnx / n).resolve())
+    child = run_daemon_child(config_path, shared / CLIP, gallery, work, liveness_models=models)
+    summary = e2e_summary(child, fps, LATENCY_PERSON)
+    p = child["stats"]["pipeline"]
+    updates = int(p.get("liveness_updates", 0))
+    liveness_s = float(child["stats"]["seconds"].get("liveness", 0.0))
+    return {"clip": CLIP.name, "realtime_factor": summary["realtime_factor"],
+            "realtime_factor_without": without.get("realtime_factor"),
+            "fps": summary["fps"], "fps_without": without.get("fps"),
+            "liveness_updates": updates,
+            "ms_per_tracked_face_per_checked_frame": round(1000.0 * liveness_s / updates, 3) if updates else None,
+            "liveness_ms_per_frame": summary["stage_ms_per_frame"].get("liveness"),
+            "peak_rss_mb": summary["peak_rss_mb"], "peak_rss_mb_without": without.get("peak_rss_mb"),
+            "events": summary["events"]}
 
 
 def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
@@ -107,6 +142,9 @@ def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
         note("match")
         embedder = embedder_from_config(cfg)
         stages["match"] = bench_match(plan.gallery_sizes, plan.match_queries, embedder.threshold, plan)
+        from edged.gallery.match import MatchRule
+
+        stages["match"]["door_rule"] = bench_door_rule(MatchRule.of(embedder, cfg.embedder, cfg.match), plan)
         report["stages"] = stages
         note("end to end")
         enrolled = enroll_known(gallery, embedder, shared, cfg)
@@ -116,6 +154,7 @@ def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
                                 "config": config_path or "built-in defaults",
                                 "outputs": "the event stream recorded in the child (no MQTT)",
                                 **e2e_summary(child, fps, LATENCY_PERSON)}
+        report["end_to_end_liveness"] = _liveness_run(config_path, shared, gallery, work, fps, report["end_to_end"])
         note("face_recognition-style peer")
         frames, _ = read_clip(shared / CLIP, plan.peer_frames)
         first = plan.peer_frames[0] if plan.peer_frames else 0

@@ -195,3 +195,29 @@ def bench_match(sizes: Sequence[int], queries: int, threshold: float, plan: Benc
             "exact": exact,
             "ann": {"available": ann_available, "backend": ann_backend, "sizes": ann,
                     "note": None if ann_available else "faiss not installed: pip install 'edged[bench]'"}}
+
+
+def bench_door_rule(rule: Any, plan: BenchPlan, people: int = 100, per_person: int = 3, cohort: int = 1000,
+                    ignore: int = 20, queries: int = 50) -> dict[str, Any]:
+    """What the stranger-resistant rule costs per face: the nearest-sample threshold rule against the door rule
+    (template score, margin test against the runner-up and a cohort of stored strangers, the ignore list,
+    adaptive thresholds) on one synthetic 100-person gallery, interleaved, one face per call."""
+    from edged.distance import EMBEDDING_DIM
+    from edged.gallery.match import MatchRule
+    from edged.gallery.store import GallerySnapshot
+
+    rng = np.random.default_rng(1)
+    vectors = random_unit_vectors(people * per_person, EMBEDDING_DIM, rng)
+    labels = np.arange(people * per_person) // per_person
+    snapshot = GallerySnapshot([f"p{i}" for i in range(people)], labels, vectors, "bench", 0)
+    ignored = GallerySnapshot(["poster"], np.zeros(ignore, np.int64), random_unit_vectors(ignore, EMBEDDING_DIM, rng),
+                              "bench", 0)
+    q = perturbed_queries(vectors[rng.choice(len(vectors), size=queries, replace=False)], QUERY_DISTANCE, rng)
+    plain = MatchRule(rule.threshold, None, "min", 1).matcher(snapshot)
+    door = rule.matcher(snapshot, cohort=random_unit_vectors(cohort, EMBEDDING_DIM, rng), ignore=ignored)
+    times = interleaved({"nearest_sample": lambda: [plain.match(q[i:i + 1]) for i in range(queries)],
+                         "door_rule": lambda: [door.match(q[i:i + 1]) for i in range(queries)]}, plan.repeats)
+    out = {name: {"per": "face", **summary(t, per=queries)} for name, t in times.items()}
+    return {**out, "people": people, "samples": len(vectors), "cohort": cohort, "ignore_samples": ignore,
+            "rule": rule.describe(),
+            "extra_ms_per_face": round(out["door_rule"]["median_ms"] - out["nearest_sample"]["median_ms"], 4)}

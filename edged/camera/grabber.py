@@ -9,6 +9,10 @@
 A source that cannot be opened, stops delivering, or (video files with `loop: true`) vanishes
 is reopened with exponential backoff (`camera.reconnect_min_s` doubling up to
 `camera.reconnect_max_s`); every attempt is logged and visible in `Grabber.status()`.
+
+A video file that is missing or cannot be opened before it ever delivered a frame is a configuration
+problem, not an outage: the grabber ends with state FAILED and the reason (the daemon then exits with
+one error line), unless `camera.wait_for_file: true` asks to wait for it (reopened with the backoff).
 """
 
 from __future__ import annotations
@@ -152,11 +156,14 @@ class Grabber:
 
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s
+        delivered_once = False
         try:
             while not self.stop.is_set():
                 try:
                     self.source.open()
                 except CameraError as exc:
+                    if self.is_file and not delivered_once and not self.cfg.wait_for_file:
+                        raise CameraError(f"{exc} (camera.wait_for_file: true waits for the file)") from exc
                     delay = self._backoff(str(exc), delay)
                     continue
                 log.info("camera %s opened (%s%s)", self.source.name, self.source.kind,
@@ -165,6 +172,10 @@ class Grabber:
                 self.source.close()
                 if outcome == "delivered":
                     delay = self.cfg.reconnect_min_s
+                    delivered_once = True
+                elif outcome == "empty" and self.is_file and not delivered_once and not self.cfg.wait_for_file:
+                    raise CameraError(f"{self.source.name}: no frames in the video file "
+                                      f"(camera.wait_for_file: true waits for the file)")
                 if outcome == "stopped":
                     break
                 if outcome == "delivered" and self.is_file:

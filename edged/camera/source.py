@@ -4,6 +4,11 @@
 region of interest and resize), `skip()` frames without decoding them, `close()`. The daemon's grabber
 (`edged.camera.grabber`), `edged enroll` (video files and `--camera`) and the bench all read through it,
 so they agree on colour (RGB), on the frame rate of files without one (`FALLBACK_FPS`) and on errors.
+
+Video files are untrusted input like images: only a regular file (no FIFO, device or directory, also behind a
+symlink) of at most `MAX_VIDEO_BYTES` is opened, by its absolute path, with the FFmpeg backend. FFmpeg's own
+log is silenced (`OPENCV_FFMPEG_LOGLEVEL`, unless set in the environment: 24 shows its warnings) and
+whatever OpenCV writes to stderr while a file is opened is caught and folded into the one-line `CameraError`.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+# Read by OpenCV when the first FFmpeg capture is created: FFmpeg's messages ("moov atom not found",
+# "error while decoding MB ...") would otherwise reach the terminal around edged's one-line errors.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
 import cv2
 import numpy as np
 
 from edged.config import CameraConfig
 from edged.errors import EdgedError
+from edged.fileio import captured_stderr, check_regular, library_message, shown
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +37,8 @@ _V4L2_PATH = re.compile(r"^/dev/video\d+$")
 _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 #: Frames per second assumed for a source that reports none.
 FALLBACK_FPS = 30.0
+#: Refuse video files larger than this (a sanity limit: frames are streamed, never read whole).
+MAX_VIDEO_BYTES = 16 * 2**30
 
 
 class CameraError(EdgedError):
@@ -93,7 +105,7 @@ class FrameSource:
     def __init__(self, cfg: CameraConfig, capture_factory: CaptureFactory | None = None) -> None:
         self.cfg = cfg
         self.kind = source_kind(cfg.source)
-        self.name = redact_url(cfg.source)
+        self.name = shown(cfg.source) if self.kind == "file" else redact_url(cfg.source)
         self._factory = capture_factory or (lambda src, api: opencv_capture(src, api, cfg.read_timeout_s))
         self._cap: Capture | None = None
         self._first: Any = None
@@ -130,34 +142,68 @@ class FrameSource:
         elif self.kind == "stream":
             api = cv2.CAP_FFMPEG
         else:
-            path = Path(str(source)).expanduser()
-            if not path.exists():
-                raise CameraError(f"{source}: no such video file")
-            if not path.is_file():
-                raise CameraError(f"{source}: not a video file")
-            if not os.access(path, os.R_OK):
-                raise CameraError(f"{source}: permission denied")
-            if path.stat().st_size == 0:
-                raise CameraError(f"{source}: empty file")
-            source = str(path)
+            api = cv2.CAP_FFMPEG  # not CAP_ANY: no image-sequence backend reading "%d" in the name
+            source = self._check_file(str(source))
+            with captured_stderr() as said:
+                try:
+                    self._open_file(source, api)
+                except cv2.error as exc:
+                    said.append(str(exc).strip().splitlines()[-1] if str(exc).strip() else "OpenCV error")
+                    self._fail_file()
+            if said:
+                log.debug("%s: OpenCV said: %s", self.name, " | ".join(said))
+            if self._cap is None:
+                telling = [line for line in said if "can't be used to capture by name" not in line]
+                why = library_message(telling) if telling else ""
+                raise CameraError(f"{self.name}: cannot open video (corrupt, truncated or unsupported codec"
+                                  f"{': ' + why if why else ''})")
+            return
         cap = self._factory(source, api)
         if not cap.isOpened():
             cap.release()
-            if self.kind == "file":
-                raise CameraError(f"{self.name}: cannot open video (corrupt or unsupported codec)")
             raise CameraError(f"{self.name}: cannot open {self.kind} source")
         if self.kind == "v4l2":
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a stale buffered one
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.reported_fps = fps if 0.0 < fps < 1000.0 else 0.0
-        if self.kind == "file":
-            self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
-            ok, first = cap.read()
-            if not ok or first is None or getattr(first, "size", 0) == 0:
-                cap.release()
-                raise CameraError(f"{self.name}: cannot open video (corrupt or unsupported codec)")
-            self._first = first
         self._cap = cap
+
+    @staticmethod
+    def _check_file(source: str) -> str:
+        """The absolute path of a video file fit to open (FFmpeg reads "proto:..." names as protocols)."""
+        path = Path(source).expanduser()
+        try:
+            os.stat(path)
+        except FileNotFoundError as exc:
+            raise CameraError(f"{shown(source)}: no such video file") from exc
+        except (OSError, ValueError):
+            pass  # check_regular says what
+        check_regular(path, MAX_VIDEO_BYTES, CameraError, "a video file")
+        if not os.access(path, os.R_OK):
+            raise CameraError(f"{shown(source)}: permission denied")
+        return os.path.abspath(path)
+
+    def _open_file(self, source: str, api: int) -> None:
+        """Open a video file and read its first frame; `self._cap` stays None when either fails."""
+        cap = self._factory(source, api)
+        if not cap.isOpened():
+            cap.release()
+            return
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.reported_fps = fps if 0.0 < fps < 1000.0 else 0.0
+        self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        ok, first = cap.read()
+        if not ok or first is None or getattr(first, "size", 0) == 0:
+            cap.release()
+            return
+        self._first = first
+        self._cap = cap
+
+    def _fail_file(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+        self._cap = None
+        self._first = None
 
     @property
     def is_open(self) -> bool:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from edged import __version__
 from edged.errors import EdgedError
 
 #: Command modules; each has `register(subparsers)` adding commands whose handler is `func(ctx) -> int`.
-COMMAND_MODULES = ("faces", "gallery", "unknowns", "audit", "run", "models", "eval", "bench", "train")
+COMMAND_MODULES = ("faces", "gallery", "unknowns", "audit", "run", "service", "models", "eval", "bench", "train")
 
 log = logging.getLogger("edged")
 
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from edged.cli.common import Context
 
+    if "run" in (sys.argv[1:] if argv is None else argv):
+        # Until the daemon installs its handlers (after the imports and model loads), a SIGHUP (reload) must not
+        # kill it; SIGTERM keeps its default (stop now).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -95,6 +95,11 @@ def format_report(r: dict[str, Any]) -> list[str]:
     for size, x in st["match"]["exact"].items():
         rows.append([f"match exact, {int(size):,} samples", _ms(x["median_ms"]),
                      f"per query, recall@1 {x['recall_at_1']:.3f}"])
+    door = st["match"]["door_rule"]
+    rows.append([f"match, door rule ({door['people']} people, cohort {door['cohort']})",
+                 _ms(door["door_rule"]["median_ms"]),
+                 f"per face; nearest-sample rule {_ms(door['nearest_sample']['median_ms'])}, "
+                 f"extra {door['extra_ms_per_face']:.3f} ms"])
     ann = st["match"]["ann"]
     for size, x in ann["sizes"].items():
         for nprobe, p in x["nprobe"].items():
@@ -120,6 +125,16 @@ def format_report(r: dict[str, Any]) -> list[str]:
     budget = e2e["stage_ms_per_frame"]
     lines.append("  per-frame budget (ms): " + ", ".join(f"{k} {val:.2f}" for k, val in budget.items())
                  + f" (real time allows {e2e['frame_budget_ms_realtime']:.1f})")
+
+    lv = r.get("end_to_end_liveness") or {}
+    if "skipped" in lv:
+        lines.append(f"  with liveness: skipped ({lv['skipped']})")
+    elif lv:
+        per = lv["ms_per_tracked_face_per_checked_frame"]
+        lines.append(f"  with liveness on: {lv['realtime_factor'] or 0:.2f}x real time (without "
+                     f"{lv['realtime_factor_without'] or 0:.2f}x), {lv['liveness_updates']} liveness updates, "
+                     f"{per if per is not None else '-'} ms per tracked face per checked frame, peak RSS "
+                     f"{lv['peak_rss_mb']:.0f} MB (without {lv['peak_rss_mb_without']:.0f} MB)")
 
     rt = peers["nn4_runtimes"]
     rows = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -62,12 +63,27 @@ class Context:
         print(*parts, file=self.out)
 
     def emit_json(self, obj: Any) -> None:
-        json.dump(obj, self.out, indent=None, separators=(",", ":"))
-        self.out.write("\n")
+        """One line of valid JSON: a non-finite number (NaN, Infinity: not JSON) is written as null."""
+        try:
+            text = json.dumps(obj, indent=None, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            text = json.dumps(_finite(obj), indent=None, separators=(",", ":"), allow_nan=False)
+        self.out.write(text + "\n")
         self.out.flush()
 
     def progress(self, total: int, label: str) -> Progress:
         return Progress(total, label, enabled=not self.json and sys.stderr.isatty())
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 class Progress:

@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--workers", type=int, metavar="N", help="processes for detection and dlib (default: CPU count)")
     q.set_defaults(func=cmd_eval_openset)
 
+    from edged.cli.eval_liveness import register_liveness
+
+    register_liveness(bench)
+
 
 def cmd_eval_lfw(ctx: Context) -> int:
     from edged.eval.facecache import FaceCache, embed_images

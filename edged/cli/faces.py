@@ -11,7 +11,7 @@ import numpy as np
 from edged.cli.common import Context, embedder_option, json_option
 from edged.distance import squared_l2
 from edged.embed.faces import FacePipeline, FaceResult
-from edged.errors import EdgedError, NoFaceError
+from edged.errors import EdgedError, NoFaceError, UsageError
 from edged.vision.imageio import load_image
 
 
@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     json_option(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("compare", help="squared L2 distances between the largest faces of images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("compare", help="squared L2 distances between the largest faces of images (2 or more)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="two or more images (fewer: usage error, exit 2)")
     embedder_option(p)
     json_option(p)
     p.set_defaults(func=cmd_compare)
@@ -80,6 +80,9 @@ def cmd_embed(ctx: Context) -> int:
 
 
 def cmd_compare(ctx: Context) -> int:
+    if len(ctx.args.images) < 2:
+        raise UsageError(f"compare needs at least 2 images, got {len(ctx.args.images)} (the embedding of one image: "
+                         f"edged embed IMAGE)")
     embedder = ctx.embedder(ctx.args.embedder)
     results = embed_largest(FacePipeline(embedder), ctx.args.images)
     good = [r for r in results if r.face]

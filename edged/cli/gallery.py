@@ -124,6 +124,11 @@ def pick_embedder(ctx: Context, gallery: Gallery | None, requested: str | None) 
     return embedder
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 sample`, `2 samples` (`many` for irregular plurals)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
 def _err(msg: str) -> None:
     print(f"edged: error: {msg}", file=sys.stderr)
 
@@ -144,10 +149,22 @@ def cmd_enroll(ctx: Context) -> int:
     items = expand_sources(args.sources)
     camera = _open_camera(ctx, args.camera) if args.camera is not None else None
     try:
-        with ctx.progress(len(items), f"enroll {name}") as bar:
+        # one step per image and per frame examined of a video or the camera (a video counts 1 until it starts)
+        with ctx.progress(len(items) + (camera is not None), f"enroll {name}") as bar:
+            video = {"examined": 0, "planned": 0}
+
+            def on_frame(examined: int, planned: int) -> None:
+                if examined == 1:
+                    bar.total += max(planned, 1) - 1
+                elif examined > max(planned, 1):  # more frames than the estimate
+                    bar.total += 1
+                video.update(examined=examined, planned=max(planned, examined))
+                bar.update()
+
             def on_item(item: Any, outcome: str) -> None:
                 log.info("enroll: %s: %s", item.path, outcome)
-                bar.update()
+                bar.update(bar.done + video["planned"] - video["examined"] if video["examined"] else None)
+                video.update(examined=0, planned=0)
 
             def on_camera(source: FrameSource) -> None:
                 print(f"enroll {name}: look at the camera {source.name} for {args.seconds:g} s, turning a little",
@@ -156,7 +173,7 @@ def cmd_enroll(ctx: Context) -> int:
             report = enroll_person(ctx.gallery_path(), name, items, ctx.config.enroll,
                                    lambda gallery: pick_embedder(ctx, gallery, args.embedder), display_name=display,
                                    largest=args.largest, camera=camera, camera_seconds=args.seconds,
-                                   on_item=on_item, on_camera=on_camera,
+                                   on_item=on_item, on_camera=on_camera, on_frame=on_frame,
                                    rule_of=lambda e: MatchRule.of(e, ctx.config.embedder, ctx.config.match),
                                    strict=args.strict)
     finally:
@@ -186,13 +203,14 @@ def _print_enroll(ctx: Context, name: str, report: EnrollReport) -> None:
             ctx.print(f"rejected {source}: {reason}")
     for video, n in frames.items():
         by_reason = Counter(r.split(" (")[0] for s, r in report.rejected if s.startswith(video + "#frame"))
-        ctx.print(f"rejected {n} frames of {video}: " + ", ".join(f"{k} {v}" for k, v in by_reason.most_common()))
+        ctx.print(f"rejected {plural(n, 'frame')} of {video}: "
+                  + ", ".join(f"{k} {v}" for k, v in by_reason.most_common()))
     for warning in report.warnings:
         ctx.print(f"warning: {warning}")
     reasons = ", ".join(f"{reason} {n}" for reason, n in report.reason_counts().most_common())
-    extra = f"; {report.surplus} more usable frames not needed" if report.surplus else ""
-    added = (f"stored nothing for {name} (--strict: {len(report.samples)} accepted samples held back)"
-             if report.refused else f"added {len(report.samples)} samples for {name}")
+    extra = f"; {plural(report.surplus, 'more usable frame')} not needed" if report.surplus else ""
+    added = (f"stored nothing for {name} (--strict: {plural(len(report.samples), 'accepted sample')} held back)"
+             if report.refused else f"added {plural(len(report.samples), 'sample')} for {name}")
     ctx.print(f"{added}, rejected {len(report.rejected)}" + (f" ({reasons})" if reasons else "") + extra)
 
 
@@ -307,7 +325,8 @@ def cmd_list(ctx: Context) -> int:
         for p in people:
             ctx.print(f"{p.name:<{width}}  {p.samples:>7}  {p.updated:<20}  {p.display_name}")
     embedder = f", embedder {versions[0][0]}" if versions else ""
-    ctx.print(f"{len(people)} people, {sum(p.samples for p in people)} samples{embedder} ({ctx.gallery_path()})")
+    ctx.print(f"{plural(len(people), 'person', 'people')}, {plural(sum(p.samples for p in people), 'sample')}"
+              f"{embedder} ({ctx.gallery_path()})")
     return 0
 
 
@@ -336,7 +355,7 @@ def cmd_show(ctx: Context) -> int:
                                     "embedder": s.embedder, "crop": s.crop_format is not None} for s in samples],
                        "crops_written": written})
         return 0
-    ctx.print(f"{person.name} ({person.display_name}): {person.samples} samples, created {person.created}, "
+    ctx.print(f"{person.name} ({person.display_name}): {plural(person.samples, 'sample')}, created {person.created}, "
               f"updated {person.updated}")
     for s in samples:
         crop = "crop" if s.crop_format else "no crop"
@@ -349,7 +368,7 @@ def cmd_show(ctx: Context) -> int:
 def cmd_remove(ctx: Context) -> int:
     with open_gallery(ctx) as gallery:
         n = gallery.remove_person(ctx.args.name)
-    ctx.print(f"removed {ctx.args.name} ({n} samples)")
+    ctx.print(f"removed {ctx.args.name} ({plural(n, 'sample')})")
     return 0
 
 
@@ -369,19 +388,21 @@ def cmd_export(ctx: Context) -> int:
         raise EdgedError(f"{target}: already exists (use --force to overwrite)")
     with open_gallery(ctx) as gallery:
         counts = export_gallery(gallery, target)
-    ctx.print(f"exported {counts['people']} people, {counts['samples']} samples to {target} (mode 0600: "
-              f"it holds biometric data)")
+    ctx.print(f"exported {plural(counts['people'], 'person', 'people')}, {plural(counts['samples'], 'sample')} "
+              f"to {target} (mode 0600: it holds biometric data)")
     return 0
 
 
 def cmd_import(ctx: Context) -> int:
-    from edged.gallery.transfer import read_export
+    from edged.fileio import shown
+    from edged.gallery.transfer import load_export
 
-    read_export(ctx.args.file)  # verify before creating anything
+    loaded = load_export(ctx.args.file)  # every field verified before anything is created or written
     with open_gallery(ctx, create=True) as gallery:
-        counts = import_gallery(gallery, ctx.args.file)
-    ctx.print(f"imported {counts['samples']} samples ({counts['people']} new people, "
-              f"{counts['skipped']} already present) from {ctx.args.file}")
+        counts = import_gallery(gallery, loaded)
+    new_people = plural(counts["people"], "new person", "new people")
+    ctx.print(f"imported {plural(counts['samples'], 'sample')} ({new_people}, "
+              f"{counts['skipped']} already present) from {shown(ctx.args.file)}")
     return 0
 
 
@@ -410,7 +431,7 @@ def cmd_reembed(ctx: Context) -> int:
         ctx.emit_json({"embedder": embedder.name, "version": embedder.version, "samples": len(samples),
                        "max_shift": round(max(shift), 6) if shift else 0.0})
     else:
-        ctx.print(f"re-embedded {len(samples)} samples with {embedder.name} ({embedder.version})")
+        ctx.print(f"re-embedded {plural(len(samples), 'sample')} with {embedder.name} ({embedder.version})")
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edged.cli.common import Context, json_option
 from edged.config import ConfigErrors, load_config, mqtt_password
-from edged.errors import ConfigError, EdgedError
+from edged.errors import ConfigError, EdgedError, GalleryError
 from edged.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "SIGTERM/SIGINT or at the end of a video file; SIGHUP reloads the gallery.")
     p.add_argument("--source", metavar="SRC", help="override camera.source (index, /dev/videoN, URL or video file)")
     p.add_argument("--stats-json", metavar="FILE", help="write run statistics (fps, stage times, RSS...) at exit")
+    p.add_argument("--create", action="store_true",
+                   help="start with an empty gallery when there is none (default: refuse; 'edged enroll' creates it)")
     json_option(p, "print the run statistics as JSON on stdout at exit")
     p.set_defaults(func=cmd_run)
 
@@ -49,10 +51,15 @@ def cmd_run(ctx: Context) -> int:
     if ctx.args.verbose == 1 and cfg.logging.level == "DEBUG":
         level = "DEBUG"
     setup_logging(level, cfg.logging.target)
+    gallery = ctx.gallery_path()
+    if not ctx.args.create and not gallery.exists():
+        # a mistyped --gallery (or a lost state directory) must not become an empty gallery: everyone "unknown"
+        raise GalleryError(f"{gallery}: no gallery here; enroll people first (edged --gallery {gallery} enroll NAME "
+                           f"PHOTO...) or start with an empty one: edged run --create")
     stats_path = Path(ctx.args.stats_json) if ctx.args.stats_json else None
     if stats_path is not None and not stats_path.parent.is_dir():
         raise EdgedError(f"--stats-json {stats_path}: directory {stats_path.parent} does not exist")
-    daemon = Daemon(cfg, gallery_path=ctx.gallery_path(), embedder=ctx.embedder())
+    daemon = Daemon(cfg, gallery_path=gallery, embedder=ctx.embedder(), create=ctx.args.create)
     stats = daemon.run()
     payload = stats.to_dict()
     if stats_path is not None:
@@ -72,6 +79,15 @@ def cmd_check_config(ctx: Context) -> int:
         except ConfigErrors as exc:
             results.append({"file": name, "ok": False, "problems": exc.problems})
             continue
+        if cfg.liveness.enabled and cfg.liveness.require != "motion":
+            from edged.models.liveness import minifasnet_paths
+            from edged.models.store import models_dir
+
+            try:
+                minifasnet_paths(models_dir(cfg.models.dir), check=False)
+            except EdgedError as exc:
+                results.append({"file": name, "ok": False, "problems": [f"{name}: liveness.enabled: {exc}"]})
+                continue
         notes = []
         if cfg.mqtt.username and mqtt_password(cfg.mqtt) is None:
             notes.append("mqtt.username is set but no password was found (mqtt.password, password_file, "

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edged.cli.common import Context, json_option
-from edged.cli.gallery import open_gallery, pick_embedder
+from edged.cli.gallery import open_gallery, pick_embedder, plural
 from edged.errors import EdgedError
 from edged.gallery.store import validate_display_name, validate_name
 
@@ -284,7 +284,7 @@ def cmd_ignore_add(ctx: Context) -> int:
     else:
         for source, reason in report.rejected:
             ctx.print(f"rejected {source}: {reason}")
-        ctx.print(f"added {len(report.samples)} ignore samples as {label}, rejected {len(report.rejected)}")
+        ctx.print(f"added {plural(len(report.samples), 'ignore sample')} as {label}, rejected {len(report.rejected)}")
     if not report.samples:
         raise EdgedError(f"no ignore samples added for {label}: every photo was rejected")
     return 0

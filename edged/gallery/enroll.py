@@ -23,6 +23,7 @@ and dropped so that the examined frame is always the newest.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -40,6 +41,7 @@ from edged.distance import squared_l2
 from edged.embed.base import Embedder
 from edged.embed.faces import FacePipeline
 from edged.errors import EdgedError, ImageError
+from edged.fileio import shown
 from edged.gallery.match import MatchRule
 from edged.gallery.store import Gallery, GallerySnapshot, NewSample, ensure_directory, validate_name
 from edged.types import Box
@@ -182,19 +184,24 @@ def expand_sources(sources: Sequence[str | os.PathLike[str]]) -> list[SourceItem
     items: list[SourceItem] = []
     for raw in sources:
         p = Path(raw)
-        if not p.exists():
-            raise ImageError(f"{p}: no such file or directory")
+        try:
+            os.stat(p)
+        except FileNotFoundError as exc:
+            raise ImageError(f"{shown(p)}: no such file or directory") from exc
+        except (OSError, ValueError) as exc:
+            reason = "file name too long" if getattr(exc, "errno", None) == errno.ENAMETOOLONG else str(exc)
+            raise ImageError(f"{shown(p)}: cannot read ({getattr(exc, 'strerror', None) or reason})") from exc
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise ImageError(f"{p}: directory holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise ImageError(f"{shown(p)}: directory holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             items += [SourceItem(f, "image", False) for f in found]
         elif is_video_path(p):
             items.append(SourceItem(p, "video", True))
         elif p.suffix.lower() in IMAGE_EXTENSIONS:
             items.append(SourceItem(p, "image", True))
         else:
-            raise ImageError(f"{p}: unsupported format (images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
+            raise ImageError(f"{shown(p)}: unsupported format (images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
                              f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
     return items
 
@@ -258,16 +265,22 @@ class EnrollReport:
         return Counter(reason.split(" (")[0] for _, reason in self.rejected)
 
 
+#: Progress of one video or camera: `on_frame(examined, planned)` after every frame examined; `planned` is how
+#: many it will examine (from the file's frame count, or seconds x the frame rate of a camera: an estimate).
+FrameProgress = Callable[[int, int], None]
+
+
 class Enroller:
     """Runs the quality gates over sources and builds `NewSample`s (nothing is written here)."""
 
     def __init__(self, pipeline: FacePipeline, cfg: EnrollConfig, largest: bool = False,
-                 stored: np.ndarray | None = None) -> None:
+                 stored: np.ndarray | None = None, on_frame: FrameProgress | None = None) -> None:
         self.pipeline = pipeline
         self.embedder = pipeline.embedder
         self.cfg = cfg
         self.largest = largest
         self.stored = stored if stored is not None else np.zeros((0, self.embedder.dim), np.float32)
+        self.on_frame = on_frame
 
     def face_from_image(self, image: np.ndarray, source: str) -> Candidate | str:
         """Gate and embed the face of one picture; the reason string when rejected."""
@@ -332,17 +345,18 @@ class Enroller:
     def _video(self, item: SourceItem, report: EnrollReport) -> str:
         with FrameSource.for_file(item.path) as video:
             step = video_step(video.fps, video.frame_count, self.cfg.video_samples)
-            return self.frames(str(item.path), video.frames(step), report, f"every {step}")
+            planned = -(-video.frame_count // step)
+            return self.frames(str(item.path), video.frames(step), report, f"every {step}", planned)
 
     def camera(self, source: FrameSource, seconds: float, report: EnrollReport) -> str:
         """Examine an opened camera's frames for `seconds` (see `iter_camera_frames`) into `report`."""
         return self.frames(source.name, iter_camera_frames(source, seconds), report,
-                           f"at most {VIDEO_MAX_FPS:g}/s for {seconds:g} s")
+                           f"at most {VIDEO_MAX_FPS:g}/s for {seconds:g} s", max(1, round(seconds * VIDEO_MAX_FPS)))
 
     def frames(self, name: str, frames: Iterator[tuple[int, np.ndarray]], report: EnrollReport,
-               sampling: str) -> str:
+               sampling: str, planned: int = 0) -> str:
         """Gate every frame, then keep the best `video_samples` distinct faces; rejections are
-        reported as `name#frameN`."""
+        reported as `name#frameN`. `on_frame` hears of every frame examined (of about `planned`)."""
         candidates: list[Candidate] = []
         rejected_before = len(report.rejected)
         examined = 0
@@ -353,6 +367,8 @@ class Enroller:
                 report.rejected.append((f"{name}#frame{index}", result))
             else:
                 candidates.append(result)
+            if self.on_frame:
+                self.on_frame(examined, planned)
         if examined == 0:
             raise ImageError(f"{name}: cannot read any frame")
         kept_n = 0
@@ -468,11 +484,13 @@ def enroll_person(gallery_path: Path, name: str, items: Sequence[SourceItem], cf
                   camera: FrameSource | None = None, camera_seconds: float = 10.0,
                   on_item: Callable[[SourceItem, str], None] | None = None,
                   on_camera: Callable[[FrameSource], None] | None = None,
-                  rule_of: Callable[[Embedder], MatchRule] | None = None, strict: bool = False) -> EnrollReport:
+                  rule_of: Callable[[Embedder], MatchRule] | None = None, strict: bool = False,
+                  on_frame: FrameProgress | None = None) -> EnrollReport:
     """Gate and embed `items` (and `camera_seconds` of an opened `camera`), check the accepted samples against
     the gallery (`identity_warnings` for the door rule `rule_of(embedder)`, default the embedder's own, and the
     embedder's 1:1 threshold), then add them to `name` in one transaction. With `strict` any warning stores
-    nothing (`report.refused`). The gallery file is created only when there is something to store."""
+    nothing (`report.refused`). The gallery file is created only when there is something to store. `on_item` hears
+    of every source done, `on_frame` of every frame of a video or the camera examined."""
     validate_name(name)
     gallery = Gallery(gallery_path, create=False) if gallery_path.exists() else None
     if gallery is None:
@@ -481,7 +499,7 @@ def enroll_person(gallery_path: Path, name: str, items: Sequence[SourceItem], cf
         embedder = choose_embedder(gallery)
         snapshot = gallery.snapshot(embedder.version) if gallery else None
         enroller = Enroller(FacePipeline(embedder), cfg, largest=largest,
-                            stored=snapshot.vectors if snapshot is not None else None)
+                            stored=snapshot.vectors if snapshot is not None else None, on_frame=on_frame)
         report = enroller.run(items, on_item)
         if camera is not None:
             if on_camera:
@@ -497,7 +515,16 @@ def enroll_person(gallery_path: Path, name: str, items: Sequence[SourceItem], cf
         elif report.samples:
             if gallery is None:
                 gallery = Gallery(gallery_path, create=True)
-            gallery.add_samples(name, report.samples, display_name=display_name)
+            skipped: dict[int, float] = {}
+            # the near-duplicate check again, inside the write transaction: another enrollment may have
+            # stored the same photos since the snapshot above
+            gallery.add_samples(name, report.samples, display_name=display_name, duplicate_max=cfg.duplicate_max,
+                                on_duplicate=skipped.__setitem__)
+            if skipped:
+                for i, dist in skipped.items():
+                    report.rejected.append((report.samples[i].source, f"{DUPLICATE} (distance {dist:.4f} < "
+                                            f"duplicate_max {cfg.duplicate_max:g}, stored meanwhile)"))
+                report.samples = [s for i, s in enumerate(report.samples) if i not in skipped]
     finally:
         if gallery is not None:
             gallery.close()

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import stat
 import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.distance import EMBEDDING_DIM
+from edged.distance import EMBEDDING_DIM, squared_l2
 from edged.errors import GalleryError
+from edged.fileio import shown
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,8 @@ class Person:
     samples: int
     created: str
     updated: str
+    #: Stable row id: survives a rename (Home Assistant entities are keyed on it).
+    id: int = 0
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,21 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def name_slug(name: str) -> str:
+    """A name as MQTT topics and Home Assistant object ids see it: lower case, runs of other characters as '_'."""
+    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "person"
+
+
+def _refuse_slug_twin(db: sqlite3.Connection, name: str, but: str | None = None) -> None:
+    """Refuse a name that only differs from an enrolled one in case or punctuation ('Obama' beside 'obama'):
+    in topics, entity ids and speech they are the same person."""
+    slug = name_slug(name)
+    for (other,) in db.execute("SELECT name FROM people"):
+        if other not in (name, but) and name_slug(other) == slug:
+            raise GalleryError(f"name {name!r} is too close to {other!r}, already enrolled (both read as "
+                               f"{slug!r}); choose another name, or enroll the photos as {other!r}")
+
+
 def validate_name(name: str) -> str:
     """A person name usable in file names, MQTT topics and logs; raises GalleryError naming the problem."""
     shown = ascii(name)
@@ -286,6 +305,28 @@ def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
+def _without_duplicates(db: sqlite3.Connection, rows: list[tuple], duplicate_max: float,
+                        on_duplicate: Callable[[int, float], None] | None) -> list[tuple]:
+    """The sample rows (as `add_samples` builds them) not within `duplicate_max` (squared L2; 0 always) of a
+    sample stored with their embedder version, nor of an earlier row; read in the caller's write transaction."""
+    version = rows[0][1]
+    blobs = {bytes(r[0]) for r in db.execute("SELECT embedding FROM samples WHERE embedder_version = ?",
+                                             (version,))}
+    have = np.stack([_vector(b) for b in blobs]) if blobs else np.zeros((0, EMBEDDING_DIM), np.float32)
+    kept = []
+    for i, row in enumerate(rows):
+        v = _vector(row[2])
+        d = 0.0 if row[2] in blobs else float(squared_l2(v[None], have)[0].min()) if len(have) else float("inf")
+        if d < duplicate_max or row[2] in blobs:
+            if on_duplicate is not None:
+                on_duplicate(i, d)
+            continue
+        kept.append(row)
+        blobs.add(row[2])
+        have = np.concatenate([have, v[None]])
+    return kept
+
+
 def ensure_directory(path: str | os.PathLike[str]) -> None:
     """Create the gallery file's missing directories (mode 0700); GalleryError when that is impossible."""
     parent = Path(path).expanduser().parent
@@ -313,13 +354,8 @@ def _prepare_path(path: Path, create: bool) -> bool:
     if path.is_dir():
         raise GalleryError(f"{path}: is a directory, not a gallery file")
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            try:
-                os.chmod(path, 0o600)
-                log.warning("%s was readable by others (mode %o); set to 0600", path, mode)
-            except OSError:
-                log.warning("%s is readable by others (mode %o) and cannot be changed", path, mode)
+        if _gallery_header(path):  # anything else is refused later and left untouched, mode included
+            _tighten_mode(path)
         return False
     if not create:
         raise GalleryError(f"{path}: no gallery here (enroll someone first: edged enroll NAME IMAGE)")
@@ -332,6 +368,37 @@ def _prepare_path(path: Path, create: bool) -> bool:
     except OSError as exc:
         raise GalleryError(f"cannot create gallery {path}: {exc.strerror or exc}") from exc
     return True
+
+
+def _gallery_header(path: Path) -> bool:
+    """The file is an SQLite database carrying edged's application id (nothing written).
+
+    Read through SQLite, never with a plain open(): closing any descriptor of a database file drops every POSIX
+    lock this process holds on it, so a daemon's open connection would silently lose its locks (and see stale
+    data) each time another connection to the same gallery is opened in the same process. SQLite itself
+    keeps such descriptors open until its last connection to the file closes."""
+    if not path.is_file():
+        return False
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            app_id = probe.execute("PRAGMA application_id").fetchone()[0]
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        return False
+    return int(app_id) == APPLICATION_ID
+
+
+def _tighten_mode(path: Path) -> None:
+    """A gallery readable by others becomes 0600 (only for a file that proved to be a gallery)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(path, 0o600)
+            log.warning("%s was readable by others (mode %o); set to 0600", path, mode)
+        except OSError:
+            log.warning("%s is readable by others (mode %o) and cannot be changed", path, mode)
 
 
 class Gallery:
@@ -368,6 +435,7 @@ class Gallery:
         if version > SCHEMA_VERSION:
             raise GalleryError(f"{self.path}: gallery schema version {version} is newer than this edged supports "
                                f"({SCHEMA_VERSION}); upgrade edged")
+        _tighten_mode(self.path)  # a gallery (the header check in `_prepare_path` already did it for most)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             db.execute("PRAGMA foreign_keys = ON")
@@ -460,7 +528,7 @@ class Gallery:
     def people(self) -> list[Person]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT p.name, p.display_name, COUNT(s.id), p.created, p.updated FROM people p "
+                "SELECT p.name, p.display_name, COUNT(s.id), p.created, p.updated, p.id FROM people p "
                 "LEFT JOIN samples s ON s.person_id = p.id GROUP BY p.id ORDER BY p.name").fetchall()
         return [Person(*r) for r in rows]
 
@@ -527,8 +595,14 @@ class Gallery:
     # ---- writing ----
 
     def add_samples(self, name: str, samples: Sequence[NewSample], display_name: str | None = None,
-                    now: str | None = None) -> int:
-        """Add samples to `name` (created if new) in one transaction; refuses to mix embedders."""
+                    now: str | None = None, duplicate_max: float | None = None,
+                    on_duplicate: Callable[[int, float], None] | None = None) -> int:
+        """Add samples to `name` (created if new) in one transaction; refuses to mix embedders.
+
+        With `duplicate_max`, a sample within that squared L2 of a stored sample (of anyone, with this embedder)
+        or of one added before it is skipped, `on_duplicate(index, distance)` told: the check runs inside the
+        write transaction, so two enrollments of the same photos at once cannot both store them. Returns how
+        many samples were stored."""
         validate_name(name)
         if display_name is not None:
             display_name = validate_display_name(display_name)
@@ -538,16 +612,22 @@ class Gallery:
         if len(versions) > 1:
             raise GalleryError(f"cannot add samples of several embedders at once ({', '.join(sorted(versions))})")
         stamp = now or utc_now()
-        rows = [(s.embedder, s.embedder_version, _vector_blob(s.embedding, f"sample from {s.source}"),
-                 s.crop_png, s.crop_format, s.source, int(s.face_px), float(s.sharpness), stamp) for s in samples]
+        rows = [(s.embedder, s.embedder_version, _vector_blob(s.embedding, f"sample from {shown(s.source)}"),
+                 s.crop_png, s.crop_format, shown(s.source, 1024), int(s.face_px), float(s.sharpness), stamp)
+                for s in samples]
         with self._write() as db:
             stored = [r[0] for r in db.execute("SELECT DISTINCT embedder_version FROM samples")]
             if stored and stored != list(versions):
                 raise GalleryError(f"{self.path}: gallery holds {stored[0]} embeddings; refusing to add "
                                    f"{samples[0].embedder_version} samples (mixing embedders); run "
                                    f"'edged gallery reembed --embedder {samples[0].embedder}' first")
+            if duplicate_max is not None:
+                rows = _without_duplicates(db, rows, duplicate_max, on_duplicate)
+                if not rows:
+                    return 0
             row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row is None:
+                _refuse_slug_twin(db, name)
                 cur = db.execute("INSERT INTO people (name, display_name, created, updated) VALUES (?, ?, ?, ?)",
                                  (name, display_name or name, stamp, stamp))
                 person_id = int(cur.lastrowid or 0)
@@ -576,6 +656,7 @@ class Gallery:
             pid = self._person_id(db, old)
             if db.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone():
                 raise GalleryError(f"cannot rename {old!r} to {new!r}: {new!r} is already in the gallery")
+            _refuse_slug_twin(db, new, but=old)
             db.execute("UPDATE people SET name = ?, display_name = CASE WHEN display_name = ? THEN ? "
                        "ELSE display_name END, updated = ? WHERE id = ?", (new, old, new, now or utc_now(), pid))
 

@@ -5,6 +5,10 @@ install puts in `<prefix>/share/edged/models`) lists models by name; each has th
 its match threshold, the alignment it needs, a licence and one or more files. A file is either fetched
 from its `url` into the models directory (checked against `md5` and/or `sha256`), or `shipped: true`:
 it lives beside the registry file and is installed by being there.
+
+`kind` says what a model is: "embedder" (the default: the files are alternative formats of one set of
+weights, `fetch` installs one) or "liveness" (the MiniFASNet texture models: no threshold or alignment, every
+file is part of the model and `fetch` installs them all; format "onnx").
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ REGISTRY_ENV = "EDGED_REGISTRY"
 #: Model names: letters, digits and ._+- (at most 64).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _HEX = {"md5": 32, "sha256": 64}
-_FORMATS = ("t7", "pt", "edged")
+_FORMATS = ("t7", "pt", "edged", "onnx")
+#: Kinds of model: an embedder's weights (alternative files of one set: one is fetched), or the liveness
+#: models (`edged.vision.antispoof`: every file is needed, all are fetched).
+KINDS = ("embedder", "liveness")
 
 
 class RegistryError(EdgedError):
@@ -62,8 +69,9 @@ class ModelEntry:
 
     name: str
     embedder: str
-    threshold: float
-    alignment: str
+    #: Embedders only (None for other kinds): the match threshold and the alignment the weights need.
+    threshold: float | None
+    alignment: str | None
     files: tuple[ModelFile, ...]
     description: str = ""
     licence: str = ""
@@ -73,6 +81,19 @@ class ModelEntry:
     #: margin; None = derived from `threshold`.
     open_set_threshold: float | None = None
     open_set_max_ratio: float | None = None
+    #: "embedder" (files are alternatives) or "liveness" (every file is part of the model).
+    kind: str = "embedder"
+
+    def files_to_fetch(self, fmt: str | None = None) -> list[ModelFile]:
+        """What `edged models fetch` downloads: one file of an embedder (`file_of`), every downloadable file
+        (of format `fmt`, if given) of the other kinds."""
+        if self.kind == "embedder":
+            return [self.file_of(fmt)]
+        files = [f for f in self.files if f.url and (fmt is None or f.format == fmt)]
+        if not files:
+            kinds = ", ".join(sorted({f.format for f in self.files if f.url})) or "none"
+            raise EdgedError(f"model {self.name} has no downloadable {fmt or ''} file (available: {kinds})")
+        return files
 
     def file_of(self, fmt: str | None) -> ModelFile:
         """The file to fetch: the given format, else the first downloadable one."""
@@ -152,8 +173,13 @@ def _parse_entry(raw: Any, where: str) -> ModelEntry:
     name = _field(raw, "name", str, where)
     if not NAME_RE.match(name):
         raise RegistryError(f"{where}.name: {name!r} is not a valid model name")
-    threshold = float(_field(raw, "threshold", (int, float), where))
-    if not 0.0 < threshold < 4.0:
+    kind = _field(raw, "kind", str, where, False) or "embedder"
+    if kind not in KINDS:
+        raise RegistryError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    embedder_kind = kind == "embedder"
+    raw_threshold = _field(raw, "threshold", (int, float), where, embedder_kind)
+    threshold = None if raw_threshold is None else float(raw_threshold)
+    if threshold is not None and not 0.0 < threshold < 4.0:
         raise RegistryError(f"{where}.threshold: must be between 0 and 4 (squared L2), got {threshold}")
     files = _field(raw, "files", list, where)
     if not files:
@@ -165,8 +191,8 @@ def _parse_entry(raw: Any, where: str) -> ModelEntry:
                                   or not 0.0 < value < 4.0):
             raise RegistryError(f"{where}.open_set.{key}: must be a number between 0 and 4, got {value!r}")
     return ModelEntry(
-        name=name, embedder=_field(raw, "embedder", str, where), threshold=threshold,
-        alignment=_field(raw, "alignment", str, where),
+        name=name, embedder=_field(raw, "embedder", str, where, embedder_kind) or kind, threshold=threshold,
+        alignment=_field(raw, "alignment", str, where, embedder_kind),
         files=tuple(_parse_file(f, f"{where}.files[{i}]") for i, f in enumerate(files)),
         description=_field(raw, "description", str, where, False) or "",
         licence=_field(raw, "licence", str, where, False) or "",
@@ -174,6 +200,7 @@ def _parse_entry(raw: Any, where: str) -> ModelEntry:
         priority=int(_field(raw, "priority", int, where, False) or 0),
         open_set_threshold=None if door_t is None else float(door_t),
         open_set_max_ratio=None if door_r is None else float(door_r),
+        kind=kind,
     )
 
 

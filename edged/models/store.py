@@ -234,14 +234,47 @@ def _download(url: str, dest: Path, limit: int, timeout: float, progress: Progre
     return done
 
 
+def _check_structure(path: Path, file: ModelFile, label: str) -> None:
+    """A downloaded file must be what its format says: nn4 weights layer by layer, or a loadable ONNX model
+    of the liveness models' shape (raises ModelFileError)."""
+    if file.format == "onnx":
+        from edged.vision.antispoof import check_model_file
+
+        check_model_file(path, label)
+    else:
+        read_weights(path, fmt="pt" if file.format == "edged" else file.format, label=label)
+
+
+def fetch_all(name: str, directory: Path, registry: Registry, *, fmt: str | None = None, url: str | None = None,
+              force: bool = False, timeout: float = 60.0,
+              progress: Callable[[ModelFile], ProgressFn | None] | None = None) -> list[tuple[Path, bool]]:
+    """`fetch` every file `edged models fetch NAME` installs (`ModelEntry.files_to_fetch`: one file of an
+    embedder, all files of the liveness models), in registry order; `url` only for a single file.
+    `progress(file)` gives each file's progress callback. Files installed before a failure stay (each was
+    verified on its own)."""
+    entry = registry.require(name)
+    files = entry.files_to_fetch(fmt)
+    if url and len(files) > 1:
+        raise EdgedError(f"model {name} has {len(files)} files; --url names one file (use $EDGED_MODELS_BASE_URL "
+                         f"for a mirror holding all of them)")
+    return [_fetch_file(entry, f, directory, registry, url=url, force=force, timeout=timeout,
+                        progress=progress(f) if progress else None) for f in files]
+
+
 def fetch(name: str, directory: Path, registry: Registry, *, fmt: str | None = None, url: str | None = None,
           force: bool = False, timeout: float = 60.0, progress: ProgressFn | None = None) -> tuple[Path, bool]:
     """Download a registered model file, verify checksum and structure, and rename it into place.
 
-    Returns (path, downloaded); nothing is left behind on failure.
+    Returns (path, downloaded); nothing is left behind on failure. (The first file of the model: see
+    `fetch_all` for models made of several files.)
     """
     entry = registry.require(name)
-    file = entry.file_of(fmt)
+    return _fetch_file(entry, entry.files_to_fetch(fmt)[0], directory, registry, url=url, force=force,
+                       timeout=timeout, progress=progress)
+
+
+def _fetch_file(entry: ModelEntry, file: ModelFile, directory: Path, registry: Registry, *, url: str | None,
+                force: bool, timeout: float, progress: ProgressFn | None) -> tuple[Path, bool]:
     target = registry.file_path(file, directory)
     installed = InstalledModel(entry.name, target, entry, file)
     if target.is_file() and not force:
@@ -270,8 +303,8 @@ def fetch(name: str, directory: Path, registry: Registry, *, fmt: str | None = N
             expected = f"md5 {file.md5}" if file.md5 else f"sha256 {file.sha256}"
             got = f"md5 {md5}" if file.md5 else f"sha256 {sha}"
             raise DownloadError(f"{source}: checksum mismatch (expected {expected}, got {got}); nothing was installed")
-        try:  # the structure must be nn4.small2 too
-            read_weights(tmp, fmt="pt" if file.format == "edged" else file.format, label=source)
+        try:  # the structure must be right too (nn4.small2 weights, or the liveness models' ONNX)
+            _check_structure(tmp, file, source)
         except ModelFileError as exc:
             raise DownloadError(f"{exc}; nothing was installed") from exc
         os.chmod(tmp, 0o600)
@@ -361,7 +394,9 @@ def verify(directory: Path, registry: Registry, names: list[str] | None = None) 
     """Checksums against the registry, then a full load of every installed model file."""
     models = [m for m in installed_models(directory, registry) if not names or m.name in names]
     if names:
-        found = {m.name for m in models}
+        found = {m.name for m in models} | {
+            e.name for e in registry.entries if e.kind != "embedder"
+            and any(registry.file_path(f, directory).is_file() for f in e.files)}
         absent = [n for n in names if n not in found]
         if absent:
             raise ModelNotInstalledError(f"not installed in {directory}: {', '.join(absent)}")
@@ -374,6 +409,20 @@ def verify(directory: Path, registry: Registry, names: list[str] | None = None) 
             continue
         how = "checksum matches the registry" if identity.verified else f"unregistered weights {identity.version}"
         results.append(VerifyResult(model.name, model.path, True, f"ok: {how}, all layers load"))
+    for entry in registry.entries:  # models that are not embedders (the liveness models): checksum and load
+        if entry.kind == "embedder" or (names and entry.name not in names):
+            continue
+        for f in entry.files:
+            path = registry.file_path(f, directory)
+            if not path.is_file():
+                continue
+            try:
+                _checked_digests(InstalledModel(entry.name, path, entry, f))
+                _check_structure(path, f, str(path))
+            except EdgedError as exc:
+                results.append(VerifyResult(entry.name, path, False, str(exc)))
+                continue
+            results.append(VerifyResult(entry.name, path, True, "ok: checksum matches the registry, the model loads"))
     return results
 
 

@@ -46,6 +46,7 @@ from edged.gallery.store import Gallery
 from edged.gallery.unknowns import site_matcher, unknowns_counter
 from edged.machine import cpu_seconds, peak_rss_mb
 from edged.models.embedders import embedder_from_config
+from edged.runtime.access import check_people
 from edged.runtime.outputs import build_sinks
 from edged.runtime.pipeline import RecognitionPipeline
 from edged.runtime.sinks import EventSink, EventStream
@@ -79,10 +80,12 @@ class Daemon:
     def __init__(self, cfg: Config, *, gallery_path: str | os.PathLike[str] | None = None,
                  embedder: Embedder | None = None, capture_factory: CaptureFactory | None = None,
                  notifier: Notifier | None = None, stop: threading.Event | None = None,
-                 sinks: Sequence[EventSink] = ()) -> None:
-        """`sinks`: outputs besides those the config enables (`edged.runtime.outputs.build_sinks`)."""
+                 sinks: Sequence[EventSink] = (), create: bool = True) -> None:
+        """`sinks`: outputs besides those the config enables (`edged.runtime.outputs.build_sinks`);
+        `create`: start with an empty gallery when there is none (`edged run` refuses unless --create)."""
         self.cfg = cfg
         self.gallery_path = Path(gallery_path or cfg.gallery.path).expanduser()
+        self.create = create
         self.embedder = embedder or embedder_from_config(cfg)
         self.rule = MatchRule.of(self.embedder, cfg.embedder, cfg.match)
         self.notifier = notifier or Notifier()
@@ -141,8 +144,12 @@ class Daemon:
                      self.rule.max_ratio if self.rule.max_ratio is not None else "off")
             self._pipeline = RecognitionPipeline.from_config(cfg, self.embedder)
             self.stats.pipeline = self._pipeline.stats
-            self._gallery = Gallery(self.gallery_path, create=True)
-            self.stream = EventStream([*build_sinks(cfg, self.gallery_path, self.embedder), *self.extra_sinks])
+            self._gallery = Gallery(self.gallery_path, create=self.create)
+            sinks = build_sinks(cfg, self.gallery_path, self.embedder, emit=lambda item: self.stream.emit(item),
+                                liveness=self._pipeline.liveness_enabled)
+            self.stream = EventStream([*sinks, *self.extra_sinks])
+            if cfg.access.enabled:
+                check_people(cfg.access, {p.name for p in self._gallery.people()})
             self._load_gallery()
             self._warm_up()
             self.stream.start()
@@ -223,6 +230,10 @@ class Daemon:
         if self._first_frame_at is None:
             self._first_frame_at = time.monotonic()
         result = self._pipeline.process(frame)
+        for report in result.liveness:
+            log.info("liveness: track %d %s (%s)", report.track_id,
+                     {True: "live", False: "refused", None: "undecided"}[report.live], "; ".join(report.reasons[:3]))
+            self.stream.emit(report)
         self._emit(result.events, result.presence)
         self._last_frame_at = time.monotonic()
 
@@ -237,6 +248,11 @@ class Daemon:
 
     def _emit(self, events: list[IdentityEvent], presence: list[PresenceChange]) -> None:
         for event in events:
+            if event.resumed:  # a new track of a person whose visit goes on: for the door only
+                log.info("recognized: %s again (track %d, same visit %d)", event.person, event.track_id,
+                         event.visit_id)
+                self.stream.emit(event)
+                continue
             self._event_counts[event.kind] += 1
             if event.kind == EventKind.RECOGNIZED:
                 self._last_person = event.person
@@ -255,11 +271,11 @@ class Daemon:
     def _load_gallery(self) -> None:
         assert self._gallery is not None and self._pipeline is not None
         snapshot = self._gallery.snapshot(self.embedder.version)
-        people = {p.name: PersonEntity(p.name, p.display_name) for p in self._gallery.people()}
+        people = {p.name: PersonEntity(p.name, p.display_name, p.id) for p in self._gallery.people()}
         matcher = site_matcher(self._gallery, self.rule, snapshot, self.embedder.version)
         self._unknowns_counter = unknowns_counter(self._gallery)
         removed = set(self._people) - set(people)
-        presence = self._pipeline.set_matcher(matcher, removed)
+        left, presence = self._pipeline.set_matcher(matcher, removed)
         changed_people = people != self._people or self._counter < 0
         self._people = people
         self._counter = snapshot.change_counter
@@ -268,7 +284,7 @@ class Daemon:
         if not snapshot.names:
             log.warning("gallery %s is empty: every face is unknown until someone is enrolled "
                         "(edged --gallery %s enroll NAME PHOTO)", self.gallery_path, self.gallery_path)
-        self._emit([], presence)
+        self._emit(left, presence)
         if changed_people:
             self.stream.emit(PeopleChanged(tuple(people[name] for name in sorted(people))))
 
@@ -319,7 +335,8 @@ class Daemon:
         outputs = self.stream.status
         line = (f"{fps:.1f} fps, {tracks} track{'s' if tracks != 1 else ''}, last: {self._last_person or '-'}; "
                 f"{camera}" + (f"; {outputs}" if outputs else ""))
-        return Health(line, round(fps, 2), source.state, tracks, self._last_person, time.time(), self._stalled)
+        return Health(line, round(fps, 2), source.state, tracks, self._last_person, time.time(), self._stalled,
+                      source.frames_dropped)
 
     def _report_status(self, fps_window: deque[float]) -> None:
         fps = 0.0

@@ -1,7 +1,9 @@
 """Topic names and Home Assistant MQTT discovery for one device (pure: payloads only, no I/O).
 
 Home Assistant's MQTT integration reads retained configs on `<discovery_prefix>/<component>/<node>/<object>/config`;
-an empty retained config removes the entity.
+an empty retained config removes the entity. Entities of a person are keyed on the gallery's stable person id
+(`person_<id>`), so a rename keeps the entity (and its history and automations) and only changes its name.
+Every config carries the QoS Home Assistant should subscribe with and an `origin` block.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 
 from edged import __version__
 from edged.config import HomeAssistantConfig, MQTTConfig
+from edged.gallery.store import name_slug
 from edged.types import PersonEntity
 
 ONLINE = "online"
 OFFLINE = "offline"
+ORIGIN = {"name": "edged", "sw_version": __version__}
 
 
 def topic_segment(name: str) -> str:
@@ -24,8 +28,14 @@ def topic_segment(name: str) -> str:
 
 
 def object_id(name: str) -> str:
-    """A Home Assistant object id for a name: lowercase letters, digits and '_'."""
-    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "person"
+    """A Home Assistant object id for a name: lowercase letters, digits and '_' (`edged enroll` refuses two
+    names with one slug)."""
+    return name_slug(name)
+
+
+def person_key(person: PersonEntity) -> str:
+    """The object id of a person's entities: the stable gallery id (the name's slug when there is none)."""
+    return f"person_{person.id}" if person.id else f"person_{object_id(person.name)}"
 
 
 class Topics:
@@ -37,30 +47,59 @@ class Topics:
         self.event = f"{self.base}/event"
         self.snapshot = f"{self.base}/snapshot"
         self.last_person = f"{self.base}/last_person"
+        self.access = f"{self.base}/access"
+        self.status = f"{self.base}/status"
         self.node = f"edged_{device_id}"
         self.discovery = ha.discovery_prefix.rstrip("/")
         self.ha_status = f"{self.discovery}/status"
+        #: What this device may have left retained: used to find and clear stale topics after a restart.
+        self.own_configs = f"{self.discovery}/+/{self.node}/+/config"
+        self.own_people = f"{self.base}/person/#"
 
     def person(self, name: str) -> str:
         return f"{self.base}/person/{topic_segment(name)}"
+
+    def last_seen(self, name: str) -> str:
+        """ISO 8601 time a person was last seen; never published for someone not seen since enrolled."""
+        return f"{self.person(name)}/last_seen"
+
+    def camera_state(self, camera: str) -> str:
+        return f"{self.base}/camera/{topic_segment(camera)}/state"
+
+    def camera_availability(self, camera: str) -> str:
+        return f"{self.base}/camera/{topic_segment(camera)}/availability"
+
+    def trigger(self, kind: str, name: str | None = None) -> str:
+        return f"{self.base}/trigger/{kind}" + (f"/{topic_segment(name)}" if name else "")
 
     def config(self, component: str, obj: str) -> str:
         return f"{self.discovery}/{component}/{self.node}/{obj}/config"
 
 
 def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iterable[PersonEntity],
-                       snapshots: bool) -> dict[str, dict[str, Any]]:
+                       snapshots: bool, access: bool = False, qos: int = 1) -> dict[str, dict[str, Any]]:
     """Home Assistant discovery configs: config topic -> payload."""
     device = {"identifiers": [topics.node], "name": f"edged {device_id}", "manufacturer": "edged",
               "model": "edged face recognition", "sw_version": __version__}
-    common = {"availability_topic": topics.availability, "payload_available": ONLINE,
-              "payload_not_available": OFFLINE, "device": device}
+    common: dict[str, Any] = {"availability_topic": topics.availability, "payload_available": ONLINE,
+                              "payload_not_available": OFFLINE, "device": device, "origin": ORIGIN, "qos": qos}
+    # what needs the camera: unavailable while it is down, not "nobody there"
+    seeing: dict[str, Any] = {
+        "device": device, "origin": ORIGIN, "qos": qos, "availability_mode": "all",
+        "availability": [{"topic": topics.availability, "payload_available": ONLINE,
+                          "payload_not_available": OFFLINE},
+                         {"topic": topics.camera_availability(camera), "payload_available": ONLINE,
+                          "payload_not_available": OFFLINE}]}
     out: dict[str, dict[str, Any]] = {
         topics.config("event", "face"): {
-            **common, "name": "Face", "unique_id": f"{topics.node}_face_event", "state_topic": topics.event,
+            **seeing, "name": "Face", "unique_id": f"{topics.node}_face_event", "state_topic": topics.event,
             "event_types": ["recognized", "unknown", "left"],
             "value_template": ('{"event_type": "{{ value_json.type }}", "person": {{ value_json.person | tojson }}, '
                                '"confidence": {{ value_json.confidence }}, "track_id": {{ value_json.track_id }}, '
+                               '"visit_id": {{ value_json.visit_id | tojson }}, '
+                               '"candidate": {{ value_json.candidate | tojson }}, '
+                               '"reason": {{ value_json.reason | tojson }}, '
+                               '"liveness": {{ value_json.liveness | default(none) | tojson }}, '
                                f'"camera": "{camera}"}}'),
             "icon": "mdi:face-recognition",
         },
@@ -69,20 +108,64 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
             "state_topic": topics.last_person, "value_template": "{{ value_json.person }}",
             "json_attributes_topic": topics.last_person, "icon": "mdi:account-check",
         },
+        topics.config("sensor", "unknown_visitors"): {
+            **common, "name": "Unknown visitors today", "unique_id": f"{topics.node}_unknown_visitors",
+            "state_topic": topics.status, "value_template": "{{ value_json.unknown_today }}",
+            "state_class": "total_increasing", "icon": "mdi:account-question",
+        },
+        topics.config("binary_sensor", "camera"): {
+            **common, "name": "Camera", "unique_id": f"{topics.node}_camera", "device_class": "connectivity",
+            "state_topic": topics.camera_availability(camera), "payload_on": ONLINE, "payload_off": OFFLINE,
+            "entity_category": "diagnostic",
+        },
+        topics.config("device_automation", "unknown"): {
+            "automation_type": "trigger", "topic": topics.trigger("unknown"), "type": "unknown", "subtype": "face",
+            "device": device, "origin": ORIGIN, "qos": qos,
+        },
     }
+    for key, name, template, extra in (
+            ("fps", "Frames per second", "{{ value_json.fps }}", {"unit_of_measurement": "fps",
+                                                                  "state_class": "measurement"}),
+            ("camera_state", "Camera state", "{{ value_json.camera }}", {}),
+            ("queue", "Broker queue", "{{ value_json.queue }}", {"state_class": "measurement"}),
+            ("gallery", "People enrolled", "{{ value_json.people }}", {"state_class": "measurement"}),
+            ("dropped", "Dropped frames", "{{ value_json.frames_dropped }}", {"state_class": "total_increasing"})):
+        out[topics.config("sensor", key)] = {
+            **common, "name": name, "unique_id": f"{topics.node}_{key}", "state_topic": topics.status,
+            "value_template": template, "entity_category": "diagnostic", **extra}
+    if access:
+        out[topics.config("event", "access")] = {
+            **common, "name": "Access", "unique_id": f"{topics.node}_access_event", "state_topic": topics.access,
+            "event_types": ["granted", "denied", "alarm"],
+            "value_template": ('{"event_type": "{{ value_json.decision }}", "door": {{ value_json.door | tojson }}, '
+                               '"person": {{ value_json.person | tojson }}, '
+                               '"reasons": {{ value_json.reasons | tojson }}, '
+                               '"liveness": {{ value_json.liveness | default(none) | tojson }}}'),
+            "icon": "mdi:door-closed-lock",
+        }
     if snapshots:
         out[topics.config("image", "snapshot")] = {
             **common, "name": "Snapshot", "unique_id": f"{topics.node}_snapshot", "image_topic": topics.snapshot,
             "content_type": "image/jpeg",
         }
     for person in people:
-        oid = f"person_{object_id(person.name)}"
-        out[topics.config("binary_sensor", oid)] = {
-            **common, "name": person.display_name or person.name, "unique_id": f"{topics.node}_{oid}",
+        key = person_key(person)
+        label = person.display_name or person.name
+        out[topics.config("binary_sensor", key)] = {
+            **seeing, "name": label, "unique_id": f"{topics.node}_{key}",
             "device_class": "presence", "state_topic": topics.person(person.name),
-            "value_template": "{{ value_json.state }}", "payload_on": "present", "payload_off": "absent",
+            # an empty payload (a topic being cleared) renders empty and is ignored, without a warning
+            "value_template": "{{ value_json.state if value_json is defined else '' }}",
+            "payload_on": "present", "payload_off": "absent",
             "json_attributes_topic": topics.person(person.name),
+            "json_attributes_template": "{{ value_json | tojson if value_json is defined else '{}' }}",
+        }
+        out[topics.config("sensor", f"{key}_last_seen")] = {
+            **common, "name": f"{label} last seen", "unique_id": f"{topics.node}_{key}_last_seen",
+            "device_class": "timestamp", "state_topic": topics.last_seen(person.name),
+        }
+        out[topics.config("device_automation", f"recognized_{key}")] = {
+            "automation_type": "trigger", "topic": topics.trigger("recognized", person.name), "type": "recognized",
+            "subtype": label, "device": device, "origin": ORIGIN, "qos": qos,
         }
     return out
-
-

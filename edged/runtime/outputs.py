@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from edged.config import Config, mqtt_password
 from edged.embed.base import Embedder
 from edged.runtime.sinks import EventSink
+from edged.types import StreamItem
 
 
-def build_sinks(cfg: Config, gallery_path: Path | None = None, embedder: Embedder | None = None) -> list[EventSink]:
-    """Every output the config enables, in the order they get each item."""
+def build_sinks(cfg: Config, gallery_path: Path | None = None, embedder: Embedder | None = None,
+                emit: Callable[[StreamItem], None] | None = None, liveness: bool = False) -> list[EventSink]:
+    """Every output the config enables, in the order they get each item. `emit` feeds the access controller's
+    decisions back into the stream (so the MQTT and audit sinks get them)."""
     sinks: list[EventSink] = []
-    if cfg.unknowns.enabled and gallery_path is not None and embedder is not None:
-        from edged.runtime.unknowns_sink import UnknownsSink
-
-        sinks.append(UnknownsSink(gallery_path, cfg.unknowns, cfg.camera.name, embedder.name, embedder.version))
+    publisher = None
     if cfg.mqtt.enabled:
         from edged.runtime.mqtt import MqttPublisher, MqttSink
 
+        outbox = gallery_path.with_name(gallery_path.name + ".outbox") if gallery_path is not None else None
         publisher = MqttPublisher(cfg.mqtt, cfg.device_id, cfg.camera.name, mqtt_password(cfg.mqtt),
-                                  cfg.homeassistant, cfg.snapshots.enabled)
+                                  cfg.homeassistant, cfg.snapshots.enabled, access=cfg.access.enabled,
+                                  outbox=outbox)
         sinks.append(MqttSink(publisher, cfg.snapshots))
+    if gallery_path is not None and embedder is not None and cfg.unknowns.enabled:
+        from edged.runtime.unknowns_sink import UnknownsSink
+
+        sinks.append(UnknownsSink(gallery_path, cfg.unknowns, cfg.camera.name, embedder.name, embedder.version))
+    if gallery_path is not None and emit is not None and cfg.access.enabled:
+        from edged.runtime.access import AccessController, config_version
+
+        sinks.append(AccessController(cfg, gallery_path, emit, publisher, liveness_enabled=liveness))
+        if cfg.audit.enabled:
+            from edged.runtime.audit_sink import AuditSink
+
+            sinks.append(AuditSink(gallery_path, cfg.audit, config_version(cfg)))
     return sinks

@@ -31,15 +31,16 @@ from edged.embed.base import Embedder
 from edged.gallery.enroll import canonical_crop
 from edged.gallery.enroll import sharpness as crop_sharpness
 from edged.gallery.match import Matcher
+from edged.runtime.liveness import TrackLiveness
 from edged.runtime.presence import Presence
 from edged.runtime.track import Track, Tracker
 from edged.runtime.vote import UNKNOWN, Voter
-from edged.types import Box, EventKind, FaceSample, Frame, IdentityEvent, PresenceChange
+from edged.types import Box, EventKind, FaceSample, Frame, IdentityEvent, LivenessReport, PresenceChange
 from edged.vision.align import FaceAligner
 from edged.vision.detect import MAX_UPSAMPLE, FaceDetector
 from edged.vision.quality import assess, low_quality_reason
 
-STAGES = ("detect", "track", "align", "embed", "match")
+STAGES = ("detect", "track", "align", "embed", "match", "liveness")
 
 @dataclass(frozen=True)
 class Observation:
@@ -64,6 +65,8 @@ class FrameResult:
     events: list[IdentityEvent]
     presence: list[PresenceChange]
     embeds: int = 0
+    #: Liveness verdicts that changed on this frame (liveness enabled).
+    liveness: list[LivenessReport] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +83,8 @@ class PipelineStats:
     #: Faces too poor to be named (quality gate): they do not vote.
     low_quality: int = 0
     embed_batches: int = 0
+    #: Liveness updates (one tracked face on one checked frame; liveness enabled).
+    liveness_updates: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     #: person -> (frame, t) where the track later recognised as them was first detected.
     first_detected: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -93,12 +98,15 @@ class RecognitionPipeline:
     def __init__(self, embedder: Embedder, detection: DetectorConfig, tracking: TrackingConfig, vote: VoteConfig,
                  presence: PresenceConfig, detector: FaceDetector | None = None, aligner: FaceAligner | None = None,
                  timer: Callable[[], float] = time.perf_counter, quality: QualityConfig | None = None,
-                 samples_per_track: int = 3) -> None:
+                 samples_per_track: int = 3, liveness: TrackLiveness | None = None) -> None:
         """`quality`: the gate below which faces do not vote (None: every face votes); `samples_per_track`: views
-        kept per track for `unknown` events (0: none)."""
+        kept per track for `unknown` events (0: none); `liveness`: per-track liveness (None: off)."""
         self.detection = detection
         self.quality = quality
         self.samples_per_track = samples_per_track
+        #: Liveness over each track (None: off).
+        self.liveness = liveness
+        self.liveness_enabled = liveness is not None
         self.tracking = tracking
         self.embedder = embedder
         self.detector = detector or FaceDetector(detection.backend, upsample=detection.upsample)
@@ -119,14 +127,25 @@ class RecognitionPipeline:
     def from_config(cls, cfg: Config, embedder: Embedder, detector: FaceDetector | None = None) -> RecognitionPipeline:
         """The pipeline with the config sections it needs."""
         samples = cfg.unknowns.samples_per_visit if cfg.unknowns.enabled else 0
-        return cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
-                   quality=cfg.quality, samples_per_track=samples)
+        aligner = FaceAligner(embedder.alignment)
+        liveness = None
+        if cfg.liveness.enabled:
+            from edged.models.liveness import texture_model  # onnxruntime only when liveness is on
 
-    def set_matcher(self, matcher: Matcher | None, removed_people: set[str] | None = None) -> list[PresenceChange]:
-        """Use a new gallery; every live track is recognised again. Returns presence changes for removed people."""
+            texture = texture_model(cfg) if cfg.liveness.require != "motion" else None
+            shared = aligner.predictor if aligner.predictor.points == 68 else None  # nn4: one 68-point model
+            liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared)
+        return cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
+                   aligner=aligner, quality=cfg.quality, samples_per_track=samples, liveness=liveness)
+
+    def set_matcher(self, matcher: Matcher | None, removed_people: set[str] | None = None
+                    ) -> tuple[list[IdentityEvent], list[PresenceChange]]:
+        """Use a new gallery; every live track is recognised again. Returns the `left` events and presence
+        changes of people removed (or renamed)."""
         self.matcher = matcher
         self.voter.unsettle_all()
-        return self.presence.forget(removed_people or set())
+        removed = removed_people or set()
+        return self.voter.forget(removed), self.presence.forget(removed)
 
     # ---- one frame ----
 
@@ -135,7 +154,10 @@ class RecognitionPipeline:
         self.stats.frames += 1
         detections = self._detect(image)
         start = self._timer()
-        follow = {tr.id for tr in self.tracker.tracks if not self.voter.is_settled(tr.id)}
+        live = self.liveness
+        follow = {tr.id for tr in self.tracker.tracks
+                  if not self.voter.is_settled(tr.id)
+                  or (live is not None and live.needs_frames(tr.id, self.voter.identity(tr.id)))}
         update = self.tracker.update(image, detections, frame.index, t, follow)
         self.stats.seconds["track"] += self._timer() - start
         for track in update.started:
@@ -145,7 +167,17 @@ class RecognitionPipeline:
         for track in update.tracks:
             if track.current:
                 self.voter.seen(track.id, track.box, frame.index, t, frame.wall)
-        events, embeds = self._recognize(frame, update.tracks)
+        marks: dict[int, np.ndarray] = {}
+        events, embeds = self._recognize(frame, update.tracks, marks)
+        reports: list[LivenessReport] = []
+        if self.liveness is not None:
+            start = self._timer()
+            reports = self.liveness.observe(frame, update.tracks, marks, self.voter.identity)
+            reports.extend(self.liveness.due(t, frame.wall))
+            self.stats.liveness_updates = self.liveness.updates
+            self.stats.seconds["liveness"] += self._timer() - start
+            events = [dataclasses.replace(e, liveness=self.liveness.latest(e.track_id))
+                      if e.kind == EventKind.RECOGNIZED else e for e in events]
         for track in update.ended:
             self._end_track(track.id, t)
         events.extend(self.voter.due(t))
@@ -161,7 +193,7 @@ class RecognitionPipeline:
 
         observations = [Observation(tr.id, tr.box, self.voter.identity(tr.id), tr.last_detected_t == t)
                         for tr in update.tracks]
-        return FrameResult(frame.index, t, detections is not None, observations, events, presence, embeds)
+        return FrameResult(frame.index, t, detections is not None, observations, events, presence, embeds, reports)
 
     def idle(self, t: float) -> tuple[list[IdentityEvent], list[PresenceChange]]:
         """No frame arrived (a live source is down): tracks age out and timers run at timeline `t`."""
@@ -174,12 +206,16 @@ class RecognitionPipeline:
         self._last_recognized.pop(track_id, None)
         self._track_first.pop(track_id, None)
         self._samples.pop(track_id, None)
+        if self.liveness is not None:
+            self.liveness.end(track_id)
 
     def finish(self) -> tuple[list[IdentityEvent], list[PresenceChange]]:
         """The stream ended: every track ends, `left` for all announced tracks, everyone absent."""
         self.tracker.end_all()
         self._last_recognized.clear()
         self._samples.clear()
+        if self.liveness is not None:
+            self.liveness.clear()
         return self.voter.flush(), self.presence.flush()
 
     # ---- stages ----
@@ -215,7 +251,9 @@ class RecognitionPipeline:
             every = min(every, self.tracking.recheck_unknown_s) if every > 0 else self.tracking.recheck_unknown_s
         return every > 0 and t - self._last_recognized.get(track.id, -np.inf) >= every
 
-    def _recognize(self, frame: Frame, tracks: list[Track]) -> tuple[list[IdentityEvent], int]:
+    def _recognize(self, frame: Frame, tracks: list[Track], marks_out: dict[int, np.ndarray] | None = None
+                   ) -> tuple[list[IdentityEvent], int]:
+        """Align, embed, match and vote the tracks that need it; their landmarks go into `marks_out`."""
         if self.matcher is None:
             return [], 0
         todo = [tr for tr in tracks if self._needs_recognition(tr, frame.t)]
@@ -224,6 +262,8 @@ class RecognitionPipeline:
         start = self._timer()
         image = frame.image
         marks = [self.aligner.landmarks(image, tr.box) for tr in todo]
+        if marks_out is not None:
+            marks_out.update({tr.id: m for tr, m in zip(todo, marks, strict=True)})
         crops = [self.aligner.crop(image, tr.box, m) for tr, m in zip(todo, marks, strict=True)]
         poor = [low_quality_reason(assess(image, tr.box, m), self.quality) if self.quality is not None else None
                 for tr, m in zip(todo, marks, strict=True)]

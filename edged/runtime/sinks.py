@@ -244,4 +244,5 @@ class RecordingSink(EventSink):
 
     @property
     def events(self) -> list[IdentityEvent]:
-        return self.of_type(IdentityEvent)
+        """The identity events announced (as MQTT publishes them: without `resumed` recognitions)."""
+        return [e for e in self.of_type(IdentityEvent) if not e.resumed]

@@ -25,7 +25,7 @@ Events are announced once per (track, person):
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edged.types import Box, EventKind, IdentityEvent, MatchResult, UnknownReason
 
@@ -65,6 +65,8 @@ class _TrackVotes:
     reason: UnknownReason | None = None
     #: Low-quality faces in a row (they do not vote).
     low_quality: int = 0
+    #: The visit this track belongs to (shared by its recognized/unknown and the matching left; 0 = none yet).
+    visit: int = 0
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Voter:
         #: person -> track id currently holding the name (live or pending left).
         self._holders: dict[str, int] = {}
         self._pending: dict[int, _Pending] = {}
+        self._visits = 0
 
     # ---- queries ----
 
@@ -123,6 +126,7 @@ class Voter:
                 state.identity = UNKNOWN
                 state.distance, state.confidence, state.candidate = float(result.distance), 0.0, result.candidate
                 state.reason = UnknownReason.LOW_QUALITY
+                state.visit = self._new_visit()
                 return [self._event(UNKNOWN, track_id, None, state)]
             return []
         state.low_quality = 0
@@ -149,6 +153,7 @@ class Voter:
                 state.distance, state.confidence = top.distance, top.confidence
                 state.candidate, state.reason = top.candidate, top.reason
                 state.identity = UNKNOWN
+                state.visit = self._new_visit()
                 return [self._event(UNKNOWN, track_id, None, state)]
             return []
         state.settled = False
@@ -170,6 +175,20 @@ class Voter:
         for state in self._tracks.values():
             state.settled = False
             state.window.clear()
+
+    def forget(self, people: set[str]) -> list[IdentityEvent]:
+        """People removed (or renamed) in the gallery: no track holds their name any more. Their visits end
+        now (a `left` each) and the tracks are recognised again."""
+        out: list[IdentityEvent] = []
+        for person in sorted(people):
+            holder = self._holders.pop(person, None)
+            state = self._tracks.get(holder) if holder is not None else None
+            if holder is not None and state is not None and state.identity == person:
+                out.append(self._event(LEFT, holder, person, state))
+                state.identity = None
+                state.settled = False
+                state.window.clear()
+        return out
 
     def track_ended(self, track_id: int, t: float) -> None:
         """A track is gone: its `left` event becomes due after `left_after_s` unless taken over."""
@@ -217,19 +236,29 @@ class Voter:
         holder = self._holders.get(person)
         self._holders[person] = track_id
         if holder is not None and holder != track_id:
-            self._pending.pop(holder, None)  # taken over: no left for the old track, no new recognized
+            # taken over: no left for the old track, no new recognition; the visit goes on under this track
+            # (a `resumed` recognized says so, for what decides per track: the door)
+            pending = self._pending.pop(holder, None)
             other = self._tracks.get(holder)
+            state.visit = pending.event.visit_id if pending is not None else (other.visit if other else state.visit)
             if other is not None:
                 other.identity = None
                 other.settled = False
                 other.window.clear()
+            events.append(replace(self._event(RECOGNIZED, track_id, person, state), resumed=True))
             return events
+        state.visit = self._new_visit()
         events.append(self._event(RECOGNIZED, track_id, person, state))
         return events
+
+    def _new_visit(self) -> int:
+        self._visits += 1
+        return self._visits
 
     @staticmethod
     def _event(kind: EventKind, track_id: int, person: str | None, state: _TrackVotes) -> IdentityEvent:
         assert state.last_box is not None
+        votes = sum(v.name == person for v in state.window) if kind == RECOGNIZED else 0
         return IdentityEvent(kind, track_id, person, state.distance, state.confidence, state.last_box,
                              state.last_frame, state.last_t, state.last_wall, state.candidate,
-                             state.reason if kind == UNKNOWN else None)
+                             state.reason if kind == UNKNOWN else None, votes=votes, visit_id=state.visit)
