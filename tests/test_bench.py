@@ -41,6 +41,7 @@ def _timing_ok(t: dict[str, Any]) -> None:
     assert 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"] and t["runs"] >= 1
 
 
+@pytest.mark.slow
 def test_quick_report_has_every_key(report: dict[str, Any]) -> None:
     assert report["schema"] == "edged-bench/1" and report["quick"] is True
     assert {"schema", "quick", "machine", "stages", "end_to_end", "peers", "duration_s", "part_seconds"} <= set(report)
@@ -76,6 +77,7 @@ def test_quick_report_has_every_key(report: dict[str, Any]) -> None:
     assert {"frames", "edged", "face_recognition_style", "ratio_edged_time_per_frame", "speedup"} <= set(fr)
 
 
+@pytest.mark.slow
 def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     st = report["stages"]
     for t in [*st["decode"].values(), *st["detect"].values(), *st["align"]["per_face"].values()]:
@@ -136,6 +138,7 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     assert "lin-manuel-miranda" in fr["edged"]["first_recognized_frame"]
 
 
+@pytest.mark.slow
 def test_human_report_is_a_table_of_the_same_numbers(report: dict[str, Any]) -> None:
     text = "\n".join(format_report(report))
     for needle in ("Stages (median ms)", "detect HOG 1280x720 upsample1", "embed nn4 batch 64",

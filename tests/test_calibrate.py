@@ -310,6 +310,7 @@ def test_few_impostors_refuse_to_loosen(knn, door, lfw_dir, tmp_path):
     assert loose["reason"].startswith("tighter")
 
 
+@pytest.mark.slow
 def test_many_impostors_give_fpir_with_a_bound(knn, door, lfw_dir, tmp_path):
     folder = link_folder(tmp_path / "strangers", one_image_people(lfw_dir, 200))
     proc = g(knn, "calibrate", "--json", "--impostors", str(folder), "--target-fpir", "0.02")

@@ -383,6 +383,7 @@ def test_cost_per_tracked_face_per_checked_frame(analysers):
 
 # ---- the command ----
 
+@pytest.mark.slow
 def test_eval_liveness_cli_end_to_end(models_dir, tmp_path):
     data = tmp_path / "data"
     (data / "real").mkdir(parents=True)

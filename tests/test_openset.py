@@ -85,6 +85,7 @@ def subset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("openset-cache")
 
 
+@pytest.mark.slow
 def test_eval_openset_cli_on_real_faces(lfw_subset: Path, subset_cache: Path, tmp_path: Path) -> None:
     plot = tmp_path / "dir-fpir.png"
     done = run_cli("eval", "openset", "--data", str(lfw_subset), "--embedder", "dlib", "--sizes", "5,all",
