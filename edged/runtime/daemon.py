@@ -309,10 +309,11 @@ class Daemon:
         if now < self._next_cohort_check:
             return
         self._next_cohort_check = now + COHORT_REFRESH_S
-        if unknowns_counter(self._gallery) != self._unknowns_counter:
+        counter = unknowns_counter(self._gallery)
+        if counter != self._unknowns_counter:
             snapshot = self._gallery.snapshot(self.embedder.version)
             self._pipeline.matcher = site_matcher(self._gallery, self.rule, snapshot, self.embedder.version)
-            self._unknowns_counter = unknowns_counter(self._gallery)
+            self._unknowns_counter = counter
             log.info("gallery %s: margin test now knows %d stranger faces", self.gallery_path,
                      self._pipeline.matcher.cohort_size)
 

@@ -45,11 +45,14 @@ class TrackLiveness:
         """`landmarks`: a 68-point predictor (share the aligner's when it has 68 points: ~100 MB each)."""
         self.cfg = cfg
         self.texture = texture
-        self._predictor = landmarks or LandmarkPredictor(68)
-        if isinstance(self._predictor, LandmarkPredictor):
-            if self._predictor.points != 68:
+        predictor = landmarks or LandmarkPredictor(68)
+        if isinstance(predictor, LandmarkPredictor):
+            if predictor.points != 68:
                 raise ValueError("liveness needs dlib's 68-point landmark model")
-            self._predictor._load()  # at start, not on the first face at the door
+            predictor._load()  # at start, not on the first face at the door
+            self._predict: Callable[[np.ndarray, object], np.ndarray] = predictor.predict
+        else:
+            self._predict = predictor
         self._states: dict[int, LivenessState] = {}
         self._last: dict[int, LivenessReport] = {}
         self._fed_frames = 0
@@ -66,9 +69,6 @@ class TrackLiveness:
     def latest(self, track_id: int) -> LivenessReport | None:
         return self._last.get(track_id)
 
-    def _landmarks(self, image: np.ndarray, track: Track) -> np.ndarray:
-        predict = self._predictor.predict if isinstance(self._predictor, LandmarkPredictor) else self._predictor
-        return np.asarray(predict(image, track.box))
 
     def observe(self, frame: Frame, tracks: list[Track], known: Mapping[int, np.ndarray] | None = None,
                 identity: Callable[[int], str | None] = lambda track_id: None) -> list[LivenessReport]:
@@ -83,7 +83,7 @@ class TrackLiveness:
                 continue
             marks = known.get(track.id)
             if marks is None or np.shape(marks) != (68, 2):
-                marks = self._landmarks(frame.image, track)
+                marks = np.asarray(self._predict(frame.image, track.box))
             state = self._states.get(track.id)
             if state is None:
                 state = self._states[track.id] = LivenessState(self.cfg, self.texture)

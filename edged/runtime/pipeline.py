@@ -106,7 +106,6 @@ class RecognitionPipeline:
         self.samples_per_track = samples_per_track
         #: Liveness over each track (None: off).
         self.liveness = liveness
-        self.liveness_enabled = liveness is not None
         self.tracking = tracking
         self.embedder = embedder
         self.detector = detector or FaceDetector(detection.backend, upsample=detection.upsample)
@@ -122,6 +121,10 @@ class RecognitionPipeline:
         self._last_recognized: dict[int, float] = {}
         self._track_first: dict[int, tuple[int, float, float]] = {}
         self._samples: dict[int, list[FaceSample]] = {}
+
+    @property
+    def liveness_enabled(self) -> bool:
+        return self.liveness is not None
 
     @classmethod
     def from_config(cls, cfg: Config, embedder: Embedder, detector: FaceDetector | None = None) -> RecognitionPipeline:
