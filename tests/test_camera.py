@@ -97,6 +97,44 @@ def test_file_realtime_is_paced_at_the_files_rate(clip: Path) -> None:
     assert all(p <= 1 / CLIP_FPS + 1e-6 for p in clock.pauses)
 
 
+def test_file_realtime_reader_that_falls_behind_skips_instead_of_racing(clip: Path) -> None:
+    """A starved reader (here: the clock jumps 0.5 s while frame 10 is read) skips the frames a live camera
+    would have shown meanwhile, so video time stays with the clock; racing through them instead would let
+    3 s of video pass in less than 3 s of wall time and end presence early (a CI failure once)."""
+    clock = VirtualClock()
+    stop = threading.Event()
+    grabber = Grabber(CameraConfig(source=str(clip), realtime=True), stop, clock=clock, pause=clock.pause)
+    read = grabber.source.read
+
+    def starved_read() -> np.ndarray | None:
+        image = read()
+        if grabber._index == 10:
+            clock.now += 0.5
+        return image
+
+    grabber.source.read = starved_read  # type: ignore[method-assign]
+    start = clock.now
+    grabber.start()
+    handed: list[tuple[float, Frame]] = []
+    while not handed or handed[-1][1].index < 40:
+        frame = grabber.get(5.0)
+        assert frame is not None
+        handed.append((clock.now, frame))
+    stop.set()
+    assert grabber.join(2.0)
+    indices = [f.index for _, f in handed]
+    late = round(0.5 * CLIP_FPS) - 3  # the jump came while frame 10 was read, a frame after frame 9's due time
+    assert 10 in indices and not set(range(11, 11 + late)) & set(indices), str(indices)
+    for at, frame in handed:
+        assert frame.t == pytest.approx(frame.index / CLIP_FPS, abs=1e-6)
+        if frame.index == 10:
+            continue  # the frame being read while the reader was starved: late by nature
+        assert at - start - 1.0 / CLIP_FPS <= frame.t + 1e-6 and at >= start + frame.t - 1e-9, (at - start, frame.t)
+    status = grabber.status()
+    assert grabber.skipped >= late - 2 and status.frames_dropped >= grabber.skipped
+    assert status.frames_dropped + len(handed) + len(grabber.slot) == status.frames_read
+
+
 def test_file_realtime_drops_for_a_slow_consumer(clip: Path) -> None:
     """A consumer slower than the file's rate gets the newest frame; the ones in between are dropped and counted."""
     stop = threading.Event()

@@ -4,6 +4,8 @@
 
 * live sources (cameras, streams) and video files with `realtime: true` keep only the newest
   frame: an unconsumed older frame is dropped and counted, so processing never falls behind;
+  a `realtime` file whose reader falls behind its schedule skips (and counts) the late frames,
+  as a live camera would have shown them meanwhile: video time keeps pace with the wall clock;
 * video files with `realtime: false` hand over every frame with backpressure (no drops).
 
 A source that cannot be opened, stops delivering, or (video files with `loop: true`) vanishes
@@ -122,6 +124,7 @@ class Grabber:
         self._index = 0  # running frame number
         self._video_offset = 0.0  # files: video seconds of earlier loops
         self.decode_s = 0.0  # time spent reading + converting frames
+        self.skipped = 0  # realtime files: frames passed over to keep up with the wall clock
 
     # ---- public ----
 
@@ -146,7 +149,7 @@ class Grabber:
 
     def status(self) -> SourceStatus:
         with self._lock:
-            return replace(self._status, frames_dropped=self.slot.dropped)
+            return replace(self._status, frames_dropped=self.slot.dropped + self.skipped)
 
     # ---- thread ----
 
@@ -210,12 +213,32 @@ class Grabber:
         self.stop.wait(delay)
         return min(delay * 2.0, self.cfg.reconnect_max_s)
 
+    def _catch_up(self, start_clock: float, delivered: int, fps: float) -> tuple[int, bool]:
+        """A `realtime` file that fell behind its schedule (a starved reader) skips the frames a live camera
+        would have shown meanwhile, so video time keeps pace with the wall clock instead of racing to catch
+        up later (presence timing and liveness motion read video time). Returns the frames of this pass so
+        far and whether the file ended."""
+        for _ in range(int((self._clock() - start_clock) * fps) - delivered):
+            if not self.source.skip():
+                return delivered, True
+            delivered += 1
+            self._index += 1
+            with self._lock:
+                self.skipped += 1
+                self._status = replace(self._status, frames_read=self._status.frames_read + 1)
+        return delivered, False
+
     def _stream(self) -> str:
         """Read until stop or end: "stopped", "delivered" (ended after some frames) or "empty" (none)."""
         fps = self.source.fps
         start_clock = self._clock()
         delivered = 0
         while not self.stop.is_set():
+            if self.is_file and self.cfg.realtime and delivered:
+                delivered, ended = self._catch_up(start_clock, delivered, fps)
+                if ended:
+                    self._video_offset += delivered / fps
+                    return "delivered"
             t0 = time.perf_counter()
             image = self.source.read()
             self.decode_s += time.perf_counter() - t0
