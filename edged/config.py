@@ -394,6 +394,36 @@ class SnapshotConfig(_Section):
     jpeg_quality: int = Field(85, ge=10, le=100)
 
 
+class WebTLSConfig(_Section):
+    #: PEM certificate and key; with both, the page is served over HTTPS (and the session cookie is Secure).
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class WebConfig(_Section):
+    """The local web page and REST API (`edged.web`): off unless enabled, loopback unless `bind` says otherwise."""
+
+    enabled: bool = False
+    bind: str = Field("127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(8080, ge=1, le=65535)
+    tls: WebTLSConfig = Field(default_factory=WebTLSConfig)
+    #: The password hash and API tokens (argon2 / SHA-256, 0600); default: beside the gallery, `<gallery>.web-auth`.
+    auth_file: str | None = None
+    #: A login session lasts this long (hours).
+    session_hours: float = Field(12.0, gt=0.0, le=24 * 90)
+    #: Live view frames per second sent to each browser (JPEG), at most.
+    live_fps: float = Field(5.0, ge=0.5, le=30.0)
+    #: JPEG quality of the live view.
+    live_jpeg_quality: int = Field(70, ge=10, le=100)
+    #: Recent events the page keeps in memory (with their face thumbnails).
+    events_max: int = Field(500, ge=10, le=100_000)
+    #: Largest upload (one photo), MiB.
+    upload_max_mib: float = Field(10.0, gt=0.0, le=64.0)
+    #: Failed logins from one address before it must wait (doubling from `login_backoff_s`).
+    login_attempts: int = Field(5, ge=1, le=1000)
+    login_backoff_s: float = Field(30.0, gt=0.0, le=86400)
+
+
 class ModelsConfig(_Section):
     dir: str | None = None
 
@@ -429,6 +459,7 @@ class Config(_Section):
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
@@ -777,6 +808,13 @@ def _semantic_checks(cfg: Config, v: _Report) -> None:
         v.problem(("mqtt", "password_file"), f"file not found: {cfg.mqtt.password_file}")
     if isinstance(cfg.camera.source, str) and not cfg.camera.source.strip():
         v.problem(("camera", "source"), "must not be empty")
+    wtls = cfg.web.tls
+    for key in ("cert_file", "key_file"):
+        path = getattr(wtls, key)
+        if path and not Path(path).expanduser().is_file():
+            v.problem(("web", "tls", key), f"file not found: {path}")
+    if bool(wtls.cert_file) != bool(wtls.key_file):
+        v.problem(("web", "tls", "cert_file"), "cert_file and key_file must be given together")
     _access_checks(cfg, v)
 
 

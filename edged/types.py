@@ -132,6 +132,18 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """A tracked face on one frame."""
+
+    track_id: int
+    box: Box
+    #: The person this track is held as, "unknown", or None while undecided.
+    identity: str | None
+    #: The box comes from a detection on this frame (not from the correlation tracker).
+    detected: bool
+
+
+@dataclass(frozen=True)
 class MatchResult:
     """The verdict of the gallery for one face."""
 

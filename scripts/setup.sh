@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config python3-venv systemd)
+# chromium + chromium-driver: the web page's browser tests (selenium drives the system Chromium)
+APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config python3-venv systemd chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -8,7 +8,7 @@ if [ "$#" -gt 0 ]; then  # a chosen selection (e.g. `-m homeassistant`, a test f
 fi
 status=0
 .venv/bin/pytest -q || status=$?
-# Second run: the slow checks (whole liveness clips and attack sets) and edged against a real Home Assistant
-# (tests/test_homeassistant.py; .venv-ha from scripts/setup.sh)
-.venv/bin/pytest -q -rsxX -m "slow or homeassistant" || status=$?
+# Second run: the slow checks (whole liveness clips and attack sets), edged against a real Home Assistant
+# (tests/test_homeassistant.py; .venv-ha from scripts/setup.sh) and the web page in headless Chromium
+.venv/bin/pytest -q -rsxX -m "slow or homeassistant or browser" || status=$?
 exit "$status"

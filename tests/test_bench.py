@@ -122,6 +122,11 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     assert lv["liveness_updates"] > 0 and 0 < lv["ms_per_tracked_face_per_checked_frame"] < 1000
     assert lv["events"].get("recognized", 0) >= 1  # Lin-Manuel is still recognized
 
+    web = report["end_to_end_web"]  # the page on, idle and watched, side by side
+    assert web["realtime_factor_web_idle"] > 0 and web["realtime_factor_web_watched"] > 0
+    assert web["realtime_factor_without_web"] == e["realtime_factor"]
+    assert web["live_view_fps_received"] > 1  # the watcher really got live frames (web.live_fps 5 at most)
+
     rt = report["peers"]["nn4_runtimes"]
     # the peers run the same network and weights: their embeddings agree with edged's
     assert max(rt["max_abs_diff_vs_edged"].values()) <= 1e-4

@@ -27,11 +27,12 @@ LAYERS: dict[str, int] = {
     "models": 3,   # registry, model store, embedders by name
     "gallery": 4,  # SQLite store, transfer, matching, calibration, enrollment
     "eval": 5, "train": 6, "runtime": 5,  # protocols and training; the daemon and its sinks
+    "web": 5,      # the web page and REST API: a sink of the daemon, or `edged web` alone
     "bench": 7,    # measures everything
     "cli": 8, "__main__": 8,  # thin handlers
 }
 #: Parts of one layer that must not import each other.
-SIBLINGS_APART = [("vision", "camera"), ("eval", "runtime"), ("train", "runtime")]
+SIBLINGS_APART = [("vision", "camera"), ("eval", "runtime"), ("train", "runtime"), ("eval", "web"), ("train", "web")]
 
 
 def modules() -> dict[str, Path]:

@@ -80,6 +80,9 @@ def e2e_child_main(argv: Sequence[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     try:
         cfg = bench_config(spec["config"], Path(spec["clip"]), Path(spec["gallery"]))
+        if spec.get("web_port"):  # the same run with the web page on (watched or not: see edged.bench.web)
+            cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={
+                "enabled": True, "port": int(spec["web_port"]), "auth_file": spec["web_auth"]})})
         if spec.get("liveness_models"):  # the same run with passive liveness on every track
             cfg = cfg.model_copy(update={
                 "liveness": cfg.liveness.model_copy(update={"enabled": True}),
@@ -100,11 +103,14 @@ def e2e_child_main(argv: Sequence[str]) -> int:
 
 
 def run_daemon_child(config_path: str | None, clip: Path, gallery: Path, workdir: Path,
-                     timeout_s: float = 600.0, liveness_models: Path | None = None) -> dict[str, Any]:
+                     timeout_s: float = 600.0, liveness_models: Path | None = None,
+                     web: tuple[int, Path] | None = None) -> dict[str, Any]:
     """Start the child, wait for it, return what it wrote; BenchError with its last error line on failure.
-    `liveness_models`: a models directory with the MiniFASNet files: the run has liveness on."""
+    `liveness_models`: a models directory with the MiniFASNet files: the run has liveness on. `web`: (port,
+    auth file): the run serves the web page there."""
     spec = {"config": config_path, "clip": str(clip), "gallery": str(gallery), "out": str(workdir / "e2e.json"),
-            "liveness_models": str(liveness_models) if liveness_models else None}
+            "liveness_models": str(liveness_models) if liveness_models else None,
+            "web_port": web[0] if web else None, "web_auth": str(web[1]) if web else None}
     spec_path = workdir / "e2e-spec.json"
     spec_path.write_text(json.dumps(spec))
     drop = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} | ({"EDGED_MODELS"} if liveness_models else set())

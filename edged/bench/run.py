@@ -155,6 +155,10 @@ def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
                                 "outputs": "the event stream recorded in the child (no MQTT)",
                                 **e2e_summary(child, fps, LATENCY_PERSON)}
         report["end_to_end_liveness"] = _liveness_run(config_path, shared, gallery, work, fps, report["end_to_end"])
+        note("end to end with the web page")
+        from edged.bench.web import web_runs
+
+        report["end_to_end_web"] = web_runs(config_path, shared / CLIP, gallery, work, fps, plan, report["end_to_end"])
         note("face_recognition-style peer")
         frames, _ = read_clip(shared / CLIP, plan.peer_frames)
         first = plan.peer_frames[0] if plan.peer_frames else 0

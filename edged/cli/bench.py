@@ -136,6 +136,17 @@ def format_report(r: dict[str, Any]) -> list[str]:
                      f"{per if per is not None else '-'} ms per tracked face per checked frame, peak RSS "
                      f"{lv['peak_rss_mb']:.0f} MB (without {lv['peak_rss_mb_without']:.0f} MB)")
 
+    web = r.get("end_to_end_web") or {}
+    if web:
+        def factor(key: str) -> str:
+            return f"{web[key]:.2f}x" if web.get(key) is not None else "-"
+
+        lines.append(f"  with the web page on: {factor('realtime_factor_web_idle')} real time nobody watching, "
+                     f"{factor('realtime_factor_web_watched')} with the live view watched "
+                     f"(watched/idle {web['watched_vs_idle'] or 0:.3f}, {web['live_view_fps_received'] or 0:.1f} "
+                     f"live frames/s received; without the page {factor('realtime_factor_without_web')}; "
+                     f"median of {web['rounds']} interleaved round(s))")
+
     rt = peers["nn4_runtimes"]
     rows = []
     for n in (1, 16, 64):

@@ -650,6 +650,23 @@ class Gallery:
             db.execute("DELETE FROM people WHERE id = ?", (pid,))
         return int(count)
 
+    def remove_sample(self, name: str, sample_id: int) -> None:
+        """Delete one sample of `name`; refuses the last one (remove the person instead)."""
+        with self._write() as db:
+            pid = self._person_id(db, name)
+            row = db.execute("SELECT 1 FROM samples WHERE id = ? AND person_id = ?", (int(sample_id), pid)).fetchone()
+            if row is None:
+                raise GalleryError(f"{name!r} has no sample {int(sample_id)}")
+            if db.execute("SELECT COUNT(*) FROM samples WHERE person_id = ?", (pid,)).fetchone()[0] <= 1:
+                raise GalleryError(f"sample {int(sample_id)} is the last of {name!r}: remove the person instead")
+            db.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))
+
+    def sample_crop(self, sample_id: int) -> tuple[bytes, str] | None:
+        """The stored canonical crop of one sample (bytes, format), None when it keeps none."""
+        with self._lock:
+            row = self._db.execute("SELECT crop, crop_format FROM samples WHERE id = ?", (int(sample_id),)).fetchone()
+        return (bytes(row[0]), str(row[1])) if row is not None and row[0] is not None else None
+
     def rename_person(self, old: str, new: str, now: str | None = None) -> None:
         validate_name(new)
         with self._write() as db:

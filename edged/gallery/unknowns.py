@@ -321,6 +321,13 @@ def samples_of(gallery: Gallery, visit_ids: int | Sequence[int], with_crops: boo
     return [_sample(r) for r in rows]
 
 
+def sample_crop(gallery: Gallery, sample_id: int) -> tuple[bytes, str] | None:
+    """The canonical crop of one unknown sample (bytes, format), None when none is kept."""
+    with gallery._read() as db:
+        row = db.execute("SELECT crop, crop_format FROM unknown_samples WHERE id = ?", (int(sample_id),)).fetchone()
+    return (bytes(row[0]), str(row[1])) if row is not None and row[0] is not None else None
+
+
 def delete(gallery: Gallery, ids: Sequence[int]) -> int:
     """Delete visits (and their samples) in one transaction; GalleryError naming missing ids, nothing deleted."""
     wanted = sorted({int(i) for i in ids})

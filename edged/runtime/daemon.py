@@ -235,6 +235,7 @@ class Daemon:
                      {True: "live", False: "refused", None: "undecided"}[report.live], "; ".join(report.reasons[:3]))
             self.stream.emit(report)
         self._emit(result.events, result.presence)
+        self.stream.offer_frame(frame, result.observations)
         self._last_frame_at = time.monotonic()
 
     def _idle(self, t: float) -> None:

@@ -37,4 +37,22 @@ def build_sinks(cfg: Config, gallery_path: Path | None = None, embedder: Embedde
             from edged.runtime.audit_sink import AuditSink
 
             sinks.append(AuditSink(gallery_path, cfg.audit, config_version(cfg)))
+    if gallery_path is not None and cfg.web.enabled:
+        sinks.append(web_sink(cfg, gallery_path))
     return sinks
+
+
+def web_sink(cfg: Config, gallery_path: Path) -> EventSink:
+    """The web page as a sink: events and the frame tap feed it; it starts and stops the server."""
+    from edged.models.embedders import embedder_from_config
+    from edged.web.app import WebContext, create_app
+    from edged.web.auth import AuthFile
+    from edged.web.live import WebSink
+    from edged.web.server import WebServer, auth_path
+
+    sink = WebSink(cfg.device_id, cfg.camera.name, cfg.web.events_max, cfg.web.live_jpeg_quality)
+    ctx = WebContext(cfg, gallery_path, AuthFile(auth_path(cfg, gallery_path)), live=sink,
+                     make_embedder=lambda name: embedder_from_config(cfg, name),
+                     tls=bool(cfg.web.tls.cert_file and cfg.web.tls.key_file))
+    sink.server = WebServer(create_app(ctx), cfg.web)
+    return sink

@@ -35,23 +35,23 @@ from edged.runtime.liveness import TrackLiveness
 from edged.runtime.presence import Presence
 from edged.runtime.track import Track, Tracker
 from edged.runtime.vote import UNKNOWN, Voter
-from edged.types import Box, EventKind, FaceSample, Frame, IdentityEvent, LivenessReport, PresenceChange
+from edged.types import (
+    Box,
+    EventKind,
+    FaceSample,
+    Frame,
+    IdentityEvent,
+    LivenessReport,
+    Observation,
+    PresenceChange,
+)
 from edged.vision.align import FaceAligner
 from edged.vision.detect import MAX_UPSAMPLE, FaceDetector
 from edged.vision.quality import assess, low_quality_reason
 
 STAGES = ("detect", "track", "align", "embed", "match", "liveness")
 
-@dataclass(frozen=True)
-class Observation:
-    """A tracked face on one frame."""
-
-    track_id: int
-    box: Box
-    #: The person this track is held as, "unknown", or None while undecided.
-    identity: str | None
-    #: The box comes from a detection on this frame (not from the correlation tracker).
-    detected: bool
+__all__ = ["STAGES", "FrameResult", "Observation", "RecognitionPipeline"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from edged.types import IdentityEvent, StreamItem
+from edged.types import Frame, IdentityEvent, Observation, StreamItem
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class EventSink:
     wants_images = False
     #: Queue length before the oldest item is dropped.
     queue_max = DEFAULT_QUEUE_MAX
+    #: Receive every processed frame through `offer_frame()` (a live view).
+    wants_frames = False
 
     def start(self) -> None:
         """Called once before the first item."""
@@ -50,6 +52,10 @@ class EventSink:
     def handle(self, item: StreamItem) -> None:
         """Deliver one item (on the sink's thread); an exception is logged and counted, never fatal."""
         raise NotImplementedError
+
+    def offer_frame(self, frame: Frame, observations: Sequence[Observation]) -> None:
+        """A processed frame and its tracked faces (`wants_frames`), on the frame loop's thread: keep a reference
+        and return at once (no copy, no encoding: the frame is never written again)."""
 
     def close(self, timeout: float) -> None:
         """Called once after the last item was handled (or `timeout` passed)."""
@@ -191,6 +197,12 @@ class EventStream:
     def emit(self, item: StreamItem) -> None:
         for worker in self.workers:
             worker.offer(item)
+
+    def offer_frame(self, frame: Frame, observations: Sequence[Observation]) -> None:
+        """Hand a processed frame to the sinks that show frames (a reference each; returns at once)."""
+        for worker in self.workers:
+            if worker.sink.wants_frames:
+                worker.sink.offer_frame(frame, observations)
 
     def emit_all(self, items: Sequence[StreamItem]) -> None:
         for item in items:

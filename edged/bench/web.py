@@ -1,0 +1,96 @@
+"""The cost of the web page on the daemon: the end-to-end run with the page on and a browser-like client
+watching the live view (MJPEG over loopback, from this process), side by side with the page on and nobody
+watching, interleaved (idle, watched, idle, watched...)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edged.bench.common import BenchPlan
+from edged.bench.e2e import e2e_summary, run_daemon_child
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveWatcher(threading.Thread):
+    """Logs in as soon as the page answers and reads /live.mjpg until the daemon ends; counts the frames."""
+
+    def __init__(self, port: int, password: str, stop: threading.Event) -> None:
+        super().__init__(name="bench-live-watcher", daemon=True)
+        self.base = f"http://127.0.0.1:{port}"
+        self.password = password
+        self.stop = stop
+        self.frames = 0
+        self.watched_s = 0.0
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.base, timeout=5.0) as client:
+            while not self.stop.is_set():
+                try:
+                    client.post("/login", data={"password": self.password})
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            started = time.monotonic()
+            try:
+                with client.stream("GET", "/live.mjpg", timeout=httpx.Timeout(5.0, read=30.0)) as stream:
+                    for chunk in stream.iter_bytes():
+                        self.frames += chunk.count(b"--frame")
+                        if self.stop.is_set():
+                            break
+            except httpx.HTTPError:
+                pass  # the daemon ended: the stream closes
+            self.watched_s = time.monotonic() - started
+
+
+def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps: float, plan: BenchPlan,
+             without: dict[str, Any]) -> dict[str, Any]:
+    """Real-time factors of the daemon with the page on, idle and watched (medians of interleaved runs)."""
+    from edged.web.auth import AuthFile
+
+    password = secrets.token_urlsafe(16)
+    auth = work / "bench.web-auth"
+    AuthFile(auth).set_password(password)
+    rounds = 1 if plan.quick else 2
+    idle: list[dict[str, Any]] = []
+    watched: list[dict[str, Any]] = []
+    frames_seen: list[float] = []
+    for _ in range(rounds):
+        idle.append(e2e_summary(run_daemon_child(config_path, clip, gallery, work, web=(free_port(), auth)),
+                                fps, ""))
+        port = free_port()
+        stop = threading.Event()
+        watcher = LiveWatcher(port, password, stop)
+        watcher.start()
+        try:
+            child = run_daemon_child(config_path, clip, gallery, work, web=(port, auth))
+        finally:
+            stop.set()
+            watcher.join(10.0)
+        watched.append(e2e_summary(child, fps, ""))
+        if watcher.watched_s > 0:
+            frames_seen.append(watcher.frames / watcher.watched_s)
+
+    def median(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    rt_idle, rt_watched = median(idle, "realtime_factor"), median(watched, "realtime_factor")
+    return {"clip": clip.name, "rounds": rounds, "realtime_factor_without_web": without.get("realtime_factor"),
+            "realtime_factor_web_idle": rt_idle, "realtime_factor_web_watched": rt_watched,
+            "watched_vs_idle": round(rt_watched / rt_idle, 3) if rt_idle and rt_watched else None,
+            "live_view_fps_received": round(statistics.median(frames_seen), 2) if frames_seen else None,
+            "peak_rss_mb_web_idle": median(idle, "peak_rss_mb"), "peak_rss_mb_web_watched": median(watched,
+                                                                                                    "peak_rss_mb")}
