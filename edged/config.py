@@ -415,8 +415,11 @@ class WebConfig(_Section):
     live_fps: float = Field(5.0, ge=0.5, le=30.0)
     #: JPEG quality of the live view.
     live_jpeg_quality: int = Field(70, ge=10, le=100)
-    #: Recent events the page keeps in memory (with their face thumbnails).
-    events_max: int = Field(500, ge=10, le=100_000)
+    #: Events kept in the gallery file for the page (the oldest beyond are deleted), and for how long (days).
+    events_max: int = Field(10_000, ge=10, le=1_000_000)
+    events_retention_days: float = Field(30.0, gt=0.0, le=3650)
+    #: Keep a small face thumbnail (112 px JPEG) with each recognized/unknown event (biometric data).
+    event_thumbnails: bool = True
     #: Largest upload (one photo), MiB.
     upload_max_mib: float = Field(10.0, gt=0.0, le=64.0)
     #: Failed logins from one address before it must wait (doubling from `login_backoff_s`).

@@ -124,7 +124,7 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
 
     web = report["end_to_end_web"]  # the page on, idle and watched, side by side
     assert web["realtime_factor_web_idle"] > 0 and web["realtime_factor_web_watched"] > 0
-    assert web["realtime_factor_without_web"] == e["realtime_factor"]
+    assert web["realtime_factor_without_web"] > 0 and 0 < web["watched_vs_without"] < 2
     assert web["live_view_fps_received"] > 1  # the watcher really got live frames (web.live_fps 5 at most)
 
     rt = report["peers"]["nn4_runtimes"]

@@ -86,6 +86,34 @@ def test_auth_file_keeps_hashes_only_in_a_private_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.pure
+def test_event_history_keeps_payloads_and_thumbnails_within_retention(tmp_path: Path) -> None:
+    """Real SQLite: events read back newest first and filtered; retention deletes by age and by count;
+    removing a person deletes their history."""
+    from edged.gallery import events
+    from edged.gallery.store import NewSample
+
+    with Gallery(tmp_path / "g.db") as g:
+        g.add_samples("ann", [NewSample(np.eye(128, dtype=np.float32)[0], "dlib", "v", "a.jpg", 100, 50.0)])
+        day = 86400.0
+        ids = [events.add(g, kind, person, "door", 1000 * day + i, {"type": kind, "person": person, "i": i},
+                          b"\xff\xd8jpeg" if kind != "left" else None)
+               for i, (kind, person) in enumerate([("recognized", "ann"), ("left", "ann"), ("unknown", None)])]
+        assert [e.id for e in events.recent(g)] == ids[::-1]
+        assert [e.kind for e in events.recent(g, person="ann")] == ["left", "recognized"]
+        assert [e.payload["i"] for e in events.recent(g, kind="unknown")] == [2]
+        assert events.one(g, ids[0]).thumb == b"\xff\xd8jpeg" and events.one(g, ids[1]).thumb is None
+        assert events.recent(g)[0].thumb is None and events.recent(g)[0].has_thumb  # lists carry no bytes
+        assert events.people(g) == ["ann"]
+        old = events.add(g, "unknown", None, "door", 900 * day, {}, None)
+        assert events.purge(g, older_than_days=30, keep_max=10, now=1000 * day + 10) == 1  # too old
+        assert events.one(g, old) is None and len(events.recent(g)) == 3
+        assert events.purge(g, older_than_days=30, keep_max=2, now=1000 * day + 10) == 1  # beyond the count
+        assert [e.id for e in events.recent(g)] == ids[:0:-1]
+        g.remove_person("ann")
+        assert [e.person for e in events.recent(g)] == [None]
+
+
+@pytest.mark.pure
 def test_a_non_loopback_bind_without_tls_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "edged.web.server"):
         warn_if_exposed(WebConfig(bind="127.0.0.1"))
@@ -110,6 +138,7 @@ class Site:
     def __init__(self, workdir: Path, gallery: Path, web: dict[str, object] | None = None,
                  extra: dict[str, object] | None = None) -> None:
         self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.gallery = gallery
         self.port = free_port()
         self.tls = bool(web and web.get("tls"))
@@ -243,6 +272,14 @@ def test_state_changes_need_the_sessions_csrf_token_or_an_api_token(site: Site, 
     assert r.status_code == 200 and r.json()["added"] == 1, r.text
     assert {p["name"]: p["samples"] for p in api.get("/api/v1/people").json()} == {LIN: 1, "obama": 1}
     assert api.delete("/api/v1/people/obama").json() == {"name": "obama", "samples_removed": 1}
+    # identify an uploaded photo with the door's rule: Lin-Manuel by name, the stranger unknown and why
+    for photo_name, expected in (("lin-manuel-miranda.png", LIN), ("biden.jpg", None)):
+        r = api.post("/api/v1/identify", files=[("photo", (photo_name, (fr_dir / photo_name).read_bytes()))])
+        assert r.status_code == 200, r.text
+        [face] = r.json()["faces"]
+        assert face["name"] == expected and (expected or face["reason"] in ("too far", "nobody enrolled")), face
+    r = api.post("/api/v1/identify", files=[("photo", ("x.png", b"\x89PNG not really"))])
+    assert r.status_code == 400 and r.json()["error"].startswith("x.png: "), r.text
     assert run_cli("--config", str(site.config), "web", "remove-token", "ha").returncode == 0
     assert api.get("/api/v1/people").status_code == 401
     assert csrf and c.delete(f"/api/v1/people/{LIN}", headers={"X-CSRF-Token": csrf}).status_code == 200
@@ -407,3 +444,13 @@ def test_daemon_serves_the_live_view_and_the_events_it_publishes(tmp_path: Path,
         broker.stop()
     assert rc == 0, log.read_text()[-3000:]
     assert "web: serving http://127.0.0.1:" in log.read_text()
+    # the history is in the gallery file: `edged web` alone (no daemon) lists the same event with its face
+    alone = Site(tmp_path / "alone", gallery).start()
+    try:
+        c, _ = alone.login()
+        stored = {e["id"]: e for e in c.get("/api/v1/events", params={"limit": 1000}).json()}
+        assert stored[event["id"]]["timestamp"] == event["timestamp"] and stored[event["id"]]["person"] == LIN
+        assert c.get(str(event["face"])).content == thumb.content
+        assert c.get("/live.jpg").status_code == 404  # no live view without the daemon
+    finally:
+        alone.stop()

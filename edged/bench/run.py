@@ -158,7 +158,7 @@ def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
         note("end to end with the web page")
         from edged.bench.web import web_runs
 
-        report["end_to_end_web"] = web_runs(config_path, shared / CLIP, gallery, work, fps, plan, report["end_to_end"])
+        report["end_to_end_web"] = web_runs(config_path, shared / CLIP, gallery, work, fps, plan)
         note("face_recognition-style peer")
         frames, _ = read_clip(shared / CLIP, plan.peer_frames)
         first = plan.peer_frames[0] if plan.peer_frames else 0

@@ -1,6 +1,6 @@
 """The cost of the web page on the daemon: the end-to-end run with the page on and a browser-like client
 watching the live view (MJPEG over loopback, from this process), side by side with the page on and nobody
-watching, interleaved (idle, watched, idle, watched...)."""
+watching and with no page at all, interleaved."""
 
 from __future__ import annotations
 
@@ -55,21 +55,22 @@ class LiveWatcher(threading.Thread):
             self.watched_s = time.monotonic() - started
 
 
-def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps: float, plan: BenchPlan,
-             without: dict[str, Any]) -> dict[str, Any]:
-    """Real-time factors of the daemon with the page on, idle and watched (medians of interleaved runs)."""
+def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps: float,
+             plan: BenchPlan) -> dict[str, Any]:
+    """Real-time factors of the daemon without the page, with it on and idle, and with it watched: medians of
+    rounds that run the three interleaved (plain, idle, watched, plain, idle, watched...)."""
     from edged.web.auth import AuthFile
 
     password = secrets.token_urlsafe(16)
     auth = work / "bench.web-auth"
     AuthFile(auth).set_password(password)
-    rounds = 1 if plan.quick else 2
-    idle: list[dict[str, Any]] = []
-    watched: list[dict[str, Any]] = []
+    rounds = 1 if plan.quick else 3
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "idle": [], "watched": []}
     frames_seen: list[float] = []
     for _ in range(rounds):
-        idle.append(e2e_summary(run_daemon_child(config_path, clip, gallery, work, web=(free_port(), auth)),
-                                fps, ""))
+        runs["plain"].append(e2e_summary(run_daemon_child(config_path, clip, gallery, work), fps, ""))
+        runs["idle"].append(e2e_summary(run_daemon_child(config_path, clip, gallery, work,
+                                                         web=(free_port(), auth)), fps, ""))
         port = free_port()
         stop = threading.Event()
         watcher = LiveWatcher(port, password, stop)
@@ -79,18 +80,23 @@ def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps
         finally:
             stop.set()
             watcher.join(10.0)
-        watched.append(e2e_summary(child, fps, ""))
+        runs["watched"].append(e2e_summary(child, fps, ""))
         if watcher.watched_s > 0:
             frames_seen.append(watcher.frames / watcher.watched_s)
 
-    def median(rows: list[dict[str, Any]], key: str) -> float | None:
-        values = [r[key] for r in rows if r.get(key) is not None]
+    def median(kind: str, key: str) -> float | None:
+        values = [r[key] for r in runs[kind] if r.get(key) is not None]
         return round(statistics.median(values), 3) if values else None
 
-    rt_idle, rt_watched = median(idle, "realtime_factor"), median(watched, "realtime_factor")
-    return {"clip": clip.name, "rounds": rounds, "realtime_factor_without_web": without.get("realtime_factor"),
-            "realtime_factor_web_idle": rt_idle, "realtime_factor_web_watched": rt_watched,
-            "watched_vs_idle": round(rt_watched / rt_idle, 3) if rt_idle and rt_watched else None,
+    plain, idle, watched = (median(k, "realtime_factor") for k in ("plain", "idle", "watched"))
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    return {"clip": clip.name, "rounds": rounds, "realtime_factor_without_web": plain,
+            "realtime_factor_web_idle": idle, "realtime_factor_web_watched": watched,
+            "idle_vs_without": ratio(idle, plain), "watched_vs_without": ratio(watched, plain),
             "live_view_fps_received": round(statistics.median(frames_seen), 2) if frames_seen else None,
-            "peak_rss_mb_web_idle": median(idle, "peak_rss_mb"), "peak_rss_mb_web_watched": median(watched,
-                                                                                                    "peak_rss_mb")}
+            "peak_rss_mb_without_web": median("plain", "peak_rss_mb"),
+            "peak_rss_mb_web_idle": median("idle", "peak_rss_mb"),
+            "peak_rss_mb_web_watched": median("watched", "peak_rss_mb")}

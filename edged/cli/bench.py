@@ -141,11 +141,12 @@ def format_report(r: dict[str, Any]) -> list[str]:
         def factor(key: str) -> str:
             return f"{web[key]:.2f}x" if web.get(key) is not None else "-"
 
-        lines.append(f"  with the web page on: {factor('realtime_factor_web_idle')} real time nobody watching, "
+        lines.append(f"  with the web page on (interleaved with runs without it, median of {web['rounds']} round(s)): "
+                     f"{factor('realtime_factor_web_idle')} real time nobody watching, "
                      f"{factor('realtime_factor_web_watched')} with the live view watched "
-                     f"(watched/idle {web['watched_vs_idle'] or 0:.3f}, {web['live_view_fps_received'] or 0:.1f} "
-                     f"live frames/s received; without the page {factor('realtime_factor_without_web')}; "
-                     f"median of {web['rounds']} interleaved round(s))")
+                     f"({web['live_view_fps_received'] or 0:.1f} frames/s received), "
+                     f"{factor('realtime_factor_without_web')} without the page (idle/without "
+                     f"{web['idle_vs_without'] or 0:.3f}, watched/without {web['watched_vs_without'] or 0:.3f})")
 
     rt = peers["nn4_runtimes"]
     rows = []

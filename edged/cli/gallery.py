@@ -230,10 +230,10 @@ def _open_camera(ctx: Context, source: str) -> FrameSource:
 
 def cmd_identify(ctx: Context) -> int:
     from edged.embed.faces import FacePipeline
+    from edged.gallery.identify import identify_faces
     from edged.gallery.match import MatchRule
     from edged.gallery.unknowns import site_matcher
     from edged.vision.imageio import load_image
-    from edged.vision.quality import assess, low_quality_reason
 
     args = ctx.args
     if args.threshold is not None and not 0.0 < args.threshold <= 4.0:
@@ -251,22 +251,11 @@ def cmd_identify(ctx: Context) -> int:
         for path in args.images:
             entry: dict[str, Any] = {"image": path, "faces": []}
             try:
-                image = load_image(path)
-                faces = pipeline.process(image)
+                entry["faces"] = identify_faces(load_image(path), pipeline, matcher, cfg.quality)
             except EdgedError as exc:
                 entry["error"] = str(exc)
                 failed += 1
                 _err(str(exc))
-                faces = []
-            matches = matcher.match(np.array([f.embedding for f in faces])) if faces else []
-            for face, m in zip(faces, matches, strict=True):
-                poor = low_quality_reason(assess(image, face.box, face.landmarks), cfg.quality)
-                entry["faces"].append({
-                    "box": face.box.as_list(), "name": m.name if poor is None else None,
-                    "distance": round(m.distance, 6), "confidence": round(m.confidence, 4) if poor is None else 0.0,
-                    "candidate": m.candidate, "reason": "low quality" if poor else _text(m.reason),
-                    "quality": poor, "threshold": _round(m.threshold), "ratio": _round(m.ratio),
-                    "second": _round(m.second), "ignored": m.ignored})
             results.append(entry)
             bar.update()
     if ctx.json:
@@ -281,14 +270,6 @@ def cmd_identify(ctx: Context) -> int:
                 ctx.print(f"{entry['image']}: {_who(f)} distance {f['distance']:.3f} confidence {f['confidence']:.2f} "
                           f"box {','.join(map(str, f['box']))}")
     return 1 if failed else 0
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 6)
 
 
 def _who(face: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ from edged.fileio import shown
 log = logging.getLogger(__name__)
 
 #: Current schema version (PRAGMA user_version).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: PRAGMA application_id of edged galleries ("EDGD").
 APPLICATION_ID = 0x45444744
 #: Seconds a writer waits for another writer before giving up.
@@ -169,6 +169,21 @@ MIGRATIONS: dict[int, str] = {
         locked_until REAL,
         updated TEXT NOT NULL
     );
+    """,
+    # v4: the event history the web page lists (edged.gallery.events), thumbnails only with
+    # web.event_thumbnails; retention by web.events_retention_days and web.events_max. No counter is bumped.
+    4: """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        wall REAL NOT NULL,
+        kind TEXT NOT NULL,
+        person TEXT,
+        camera TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        thumb BLOB
+    );
+    CREATE INDEX events_wall ON events(wall);
+    CREATE INDEX events_person ON events(person, wall);
     """,
 }
 
@@ -643,11 +658,13 @@ class Gallery:
         return len(rows)
 
     def remove_person(self, name: str) -> int:
-        """Delete a person and all their samples; returns how many samples went."""
+        """Delete a person, all their samples and their event history (the web page's); returns how many
+        samples went. The audit log keeps its rows (tamper-evident; retention is its own)."""
         with self._write() as db:
             pid = self._person_id(db, name)
             count = db.execute("SELECT COUNT(*) FROM samples WHERE person_id = ?", (pid,)).fetchone()[0]
             db.execute("DELETE FROM people WHERE id = ?", (pid,))
+            db.execute("DELETE FROM events WHERE person = ?", (name,))
         return int(count)
 
     def remove_sample(self, name: str, sample_id: int) -> None:

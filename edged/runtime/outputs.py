@@ -50,7 +50,7 @@ def web_sink(cfg: Config, gallery_path: Path) -> EventSink:
     from edged.web.live import WebSink
     from edged.web.server import WebServer, auth_path
 
-    sink = WebSink(cfg.device_id, cfg.camera.name, cfg.web.events_max, cfg.web.live_jpeg_quality)
+    sink = WebSink(cfg.device_id, cfg.camera.name, gallery_path, cfg.web)
     ctx = WebContext(cfg, gallery_path, AuthFile(auth_path(cfg, gallery_path)), live=sink,
                      make_embedder=lambda name: embedder_from_config(cfg, name),
                      tls=bool(cfg.web.tls.cert_file and cfg.web.tls.key_file))

@@ -33,6 +33,7 @@ from edged.embed.base import Embedder
 from edged.errors import EdgedError, GalleryError
 from edged.fileio import shown
 from edged.gallery import audit as audit_log
+from edged.gallery import events as event_store
 from edged.gallery import unknowns as unknown_store
 from edged.gallery.store import Gallery, validate_name
 from edged.web.auth import AuthFile, LoginLimiter, Session, Sessions, csrf_ok
@@ -330,24 +331,29 @@ def create_app(ctx: WebContext) -> FastAPI:
     # ---- events ----
 
     def _events(person: str | None, kind: str | None, hours: float | None, limit: int = 200) -> list[Any]:
-        if ctx.live is None:
+        if not ctx.gallery_path.exists():
             return []
         since = ctx.clock() - hours * 3600 if hours else None
-        return ctx.live.events(person or None, kind or None, since, limit)
+        with ctx.gallery() as g:
+            return event_store.recent(g, person or None, kind or None, since, limit)
 
     @app.get("/events", response_class=HTMLResponse, include_in_schema=False)
     def events_page(request: Request, person: str = "", kind: str = "", hours: float = 0.0) -> Response:
         principal = who(request)
         if not 0 <= hours <= 24 * 365:
             raise WebError(400, "hours: 0 to 8760")
-        people = sorted({e.person for e in _events(None, None, None, 100_000) if e.person})
+        people: list[str] = []
+        if ctx.gallery_path.exists():
+            with ctx.gallery() as g:
+                people = event_store.people(g)
         return page(request, "events.html", principal, events=_events(person, kind, hours), people=people,
                     person=person, kind=kind, hours=hours)
 
     def _event(event_id: int) -> Any:
-        found = ctx.live.event(event_id) if ctx.live else None
+        with ctx.gallery() as g:
+            found = event_store.one(g, event_id)
         if found is None:
-            raise WebError(404, f"no event {event_id} (only the last {web.events_max} are kept)")
+            raise WebError(404, f"no event {event_id} (deleted by retention, or never stored)")
         return found
 
     @app.get("/events/{event_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -591,6 +597,30 @@ def create_app(ctx: WebContext) -> FastAPI:
         return {"name": name, "added": len(report.samples), "warnings": report.warnings,
                 "rejected": [{"source": s, "reason": r} for s, r in report.rejected]}
 
+    @app.post("/api/v1/identify", tags=["people"])
+    async def api_identify(request: Request) -> dict[str, Any]:
+        """Who is in an uploaded photo (multipart field `photo`): every face with the door's rule and quality gates."""
+        from edged.embed.faces import FacePipeline
+        from edged.gallery.identify import identify_faces
+        from edged.gallery.match import MatchRule
+        from edged.vision.imageio import decode_image
+
+        _, form = await changing(request)
+        upload = form.get("photo") if hasattr(form, "get") else None
+        if not isinstance(upload, UploadFile):
+            raise WebError(400, "photo: attach one photo (multipart field 'photo')")
+        label = shown(upload.filename or "photo", 80)
+        data = upload.file.read(upload_max + 1)
+        if len(data) > upload_max:
+            raise WebError(413, f"{label}: larger than web.upload_max_mib ({web.upload_max_mib:g} MiB)")
+        image = decode_image(data, label)
+        with ctx.gallery() as g, ctx._embed_lock:
+            embedder = ctx.embedder(g)
+            rule = MatchRule.of(embedder, ctx.cfg.embedder, ctx.cfg.match)
+            matcher = unknown_store.site_matcher(g, rule, g.snapshot(embedder.version), embedder.version)
+            faces = identify_faces(image, FacePipeline(embedder), matcher, ctx.cfg.quality)
+        return {"rule": rule.describe(), "faces": faces}
+
     @app.delete("/api/v1/people/{name}", tags=["people"])
     async def api_remove(request: Request, name: str) -> dict[str, Any]:
         """Remove a person and every sample."""
@@ -607,7 +637,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         who(request)
         if not 1 <= limit <= 10_000 or not 0 <= hours <= 24 * 365:
             raise WebError(400, "limit: 1 to 10000; hours: 0 to 8760")
-        return [{"id": e.id, "kind": e.kind, **e.payload, "face": f"/events/{e.id}/face.jpg" if e.thumb else None}
+        return [{"id": e.id, "kind": e.kind, **e.payload, "face": f"/events/{e.id}/face.jpg" if e.has_thumb else None}
                 for e in _events(person, kind, hours, limit)]
 
     @app.get("/api/v1/unknowns", tags=["unknowns"])

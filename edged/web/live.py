@@ -1,25 +1,30 @@
 """The web page's view of the daemon: a sink on the event stream plus a tap of processed frames.
 
-`WebSink` keeps the recent events (with a small face thumbnail, encoded on the sink's own thread), the
-latest health line and the liveness of each track. The frame tap (`offer_frame`, on the frame loop's
-thread) only keeps a reference to the newest frame and its tracked faces: drawing the boxes and the JPEG
-encoding happen in the web server's threads and only while a browser watches, once per frame however many
-watch. A slow or absent browser costs the frame loop nothing.
+`WebSink` stores every event in the gallery file (`edged.gallery.events`, with a small face thumbnail
+encoded on the sink's own thread; retention applied at start and every `PURGE_EVERY` events), and keeps
+the latest health line and what it knows of each track (confidence, liveness, the door's verdict). The
+frame tap (`offer_frame`, on the frame loop's thread) only keeps a reference to the newest frame and its
+tracked faces: drawing the boxes and the JPEG encoding happen in the web server's threads and only while
+a browser watches, once per frame however many watch. A slow or absent browser costs the frame loop nothing.
 """
 
 from __future__ import annotations
 
-import itertools
+import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from edged.config import WebConfig
+from edged.errors import GalleryError
+from edged.gallery import events as event_store
+from edged.gallery.store import Gallery
 from edged.runtime.mqtt import access_payload, event_payload
 from edged.runtime.sinks import IMAGE_QUEUE_MAX, EventSink
 from edged.types import (
@@ -35,24 +40,16 @@ from edged.types import (
 )
 from edged.vision.imageio import encode_jpeg
 
+log = logging.getLogger(__name__)
+
+#: Events stored between two retention purges.
+PURGE_EVERY = 200
 #: Longest side of an event's face thumbnail (pixels).
 THUMB_PX = 112
 #: Live view frames wider than this are scaled down before encoding.
 LIVE_MAX_WIDTH = 960
-#: Tracks whose liveness is remembered for the overlay.
-LIVENESS_TRACKS = 256
-
-
-@dataclass(frozen=True)
-class EventView:
-    """One event as the page lists it: the MQTT payload fields, an id and the face thumbnail."""
-
-    id: int
-    kind: str
-    payload: dict[str, Any]
-    wall: float
-    person: str | None
-    thumb: bytes | None = field(default=None, repr=False)
+#: Tracks whose confidence, liveness and access verdict are remembered for the overlay.
+NOTED_TRACKS = 256
 
 
 def face_thumbnail(event: IdentityEvent, quality: int = 80) -> bytes | None:
@@ -72,19 +69,33 @@ def face_thumbnail(event: IdentityEvent, quality: int = 80) -> bytes | None:
     return encode_jpeg(np.ascontiguousarray(face), quality)
 
 
-def _label(ob: Observation, live: LivenessReport | None) -> tuple[str, tuple[int, int, int]]:
+@dataclass
+class TrackNote:
+    """What the page knows of a track beyond its box: the decision's confidence, liveness, the door's verdict."""
+
+    confidence: float | None = None
+    liveness: LivenessReport | None = None
+    access: str | None = None
+
+
+def _label(ob: Observation, note: TrackNote | None) -> tuple[str, tuple[int, int, int]]:
     name = ob.identity or "..."
     colour = (0, 200, 0) if ob.identity not in (None, "unknown") else (230, 160, 0) if ob.identity is None \
         else (220, 40, 40)
     text = f"#{ob.track_id} {name}"
-    if live is not None:
-        text += {True: " live", False: " SPOOF?", None: " liveness..."}[live.live]
-        if live.live is False:
-            colour = (220, 0, 220)
+    if note is not None:
+        if note.confidence is not None and ob.identity not in (None, "unknown"):
+            text += f" {note.confidence:.2f}"
+        if note.liveness is not None:
+            text += {True: " live", False: " SPOOF?", None: " liveness..."}[note.liveness.live]
+            if note.liveness.live is False:
+                colour = (220, 0, 220)
+        if note.access is not None:
+            text += f" [{note.access}]"
     return text, colour
 
 
-def render_live(frame: Frame, observations: Sequence[Observation], liveness: dict[int, LivenessReport],
+def render_live(frame: Frame, observations: Sequence[Observation], notes: dict[int, TrackNote],
                 quality: int) -> bytes:
     """The frame with a box and a label per tracked face, as JPEG (scaled to LIVE_MAX_WIDTH)."""
     image = frame.image
@@ -95,7 +106,7 @@ def render_live(frame: Frame, observations: Sequence[Observation], liveness: dic
     else:
         out = image.copy()
     for ob in observations:
-        text, colour = _label(ob, liveness.get(ob.track_id))
+        text, colour = _label(ob, notes.get(ob.track_id))
         b = ob.box
         p1 = (round(b.left * scale), round(b.top * scale))
         p2 = (round(b.right * scale), round(b.bottom * scale))
@@ -112,24 +123,29 @@ class WebSink(EventSink):
     wants_frames = True
     queue_max = IMAGE_QUEUE_MAX
 
-    def __init__(self, device: str, camera: str, events_max: int = 500, jpeg_quality: int = 70) -> None:
+    def __init__(self, device: str, camera: str, gallery_path: Path, cfg: WebConfig,
+                 clock: Any = time.time) -> None:
         self.device = device
         self.camera = camera
-        self.jpeg_quality = jpeg_quality
-        self._events: deque[EventView] = deque(maxlen=events_max)
-        self._ids = itertools.count(1)
+        self.gallery_path = gallery_path
+        self.cfg = cfg
+        self.jpeg_quality = cfg.live_jpeg_quality
+        self._clock = clock
+        self._gallery: Gallery | None = None
+        self._since_purge = 0
         self._lock = threading.Lock()
         self._latest: tuple[Frame, tuple[Observation, ...]] | None = None
         self._rendered: tuple[int, bytes] | None = None
         self._render_lock = threading.Lock()
-        self._liveness: dict[int, LivenessReport] = {}
+        self._notes: dict[int, TrackNote] = {}
         self.health: Health | None = None
         self.people: tuple[str, ...] = ()
-        self.started = time.time()
-        #: Live-view JPEGs encoded, and browsers watching now.
+        self.started = clock()
+        #: Events stored, live-view JPEGs encoded, and browsers watching now.
+        self.stored = 0
         self.frames_encoded = 0
         self.watchers = 0
-        self.server: Any = None  # the web server this sink feeds (set by edged.web.server)
+        self.server: Any = None  # the web server this sink feeds (set by edged.runtime.outputs.web_sink)
 
     # ---- the frame loop's thread ----
 
@@ -140,55 +156,74 @@ class WebSink(EventSink):
 
     def handle(self, item: StreamItem) -> None:
         if isinstance(item, IdentityEvent):
+            if item.kind == EventKind.RECOGNIZED:
+                self._note(item.track_id).confidence = item.confidence
             if item.resumed:
                 return
-            thumb = face_thumbnail(item) if item.kind != EventKind.LEFT else None
-            self._add(str(item.kind), event_payload(item, self.device, self.camera), item.wall, item.person, thumb)
+            thumb = (face_thumbnail(item) if self.cfg.event_thumbnails and item.kind != EventKind.LEFT else None)
+            self._store(str(item.kind), event_payload(item, self.device, self.camera), item.wall, item.person, thumb)
         elif isinstance(item, AccessDecision):
-            self._add("access", access_payload(item, self.device), item.wall, item.person, None)
+            if item.track_id is not None:
+                self._note(item.track_id).access = str(item.outcome)
+            self._store("access", access_payload(item, self.device), item.wall, item.person, None)
         elif isinstance(item, LivenessReport):
-            with self._lock:
-                self._liveness[item.track_id] = item
-                while len(self._liveness) > LIVENESS_TRACKS:
-                    self._liveness.pop(next(iter(self._liveness)))
+            self._note(item.track_id).liveness = item
         elif isinstance(item, Health):
             self.health = item
         elif isinstance(item, PeopleChanged):
             self.people = tuple(p.name for p in item.people)
 
-    def _add(self, kind: str, payload: dict[str, Any], wall: float, person: str | None, thumb: bytes | None) -> None:
+    def _note(self, track_id: int) -> TrackNote:
         with self._lock:
-            self._events.append(EventView(next(self._ids), kind, payload, wall, person, thumb))
+            note = self._notes.get(track_id)
+            if note is None:
+                note = self._notes[track_id] = TrackNote()
+                while len(self._notes) > NOTED_TRACKS:
+                    self._notes.pop(next(iter(self._notes)))
+            return note
+
+    def _store(self, kind: str, payload: dict[str, Any], wall: float, person: str | None,
+               thumb: bytes | None) -> None:
+        if self._gallery is None:
+            return
+        if self._since_purge >= PURGE_EVERY:
+            self._purge()
+        event_store.add(self._gallery, kind, person, self.camera, wall, payload, thumb)
+        self.stored += 1
+        self._since_purge += 1
+
+    def _purge(self) -> None:
+        assert self._gallery is not None
+        self._since_purge = 0
+        try:
+            gone = event_store.purge(self._gallery, self.cfg.events_retention_days, self.cfg.events_max, self._clock())
+        except GalleryError as exc:
+            log.warning("web: event retention skipped: %s", exc)
+            return
+        if gone:
+            log.info("web: deleted %d event(s) beyond web.events_max / web.events_retention_days", gone)
 
     def start(self) -> None:
+        self._gallery = Gallery(self.gallery_path, create=False)
+        self._purge()
         if self.server is not None:
             self.server.start()
 
     def close(self, timeout: float) -> None:
         if self.server is not None:
             self.server.stop(timeout)
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
 
     @property
     def ready(self) -> bool:
         return self.server is None or self.server.started
 
     def stats(self) -> dict[str, object]:
-        return {"events": len(self._events), "live_frames_encoded": self.frames_encoded}
+        return {"events_stored": self.stored, "live_frames_encoded": self.frames_encoded}
 
     # ---- the web server's threads ----
-
-    def events(self, person: str | None = None, kind: str | None = None, since: float | None = None,
-               limit: int = 200) -> list[EventView]:
-        """Newest first, filtered."""
-        with self._lock:
-            found = list(self._events)
-        out = [e for e in reversed(found) if (person is None or e.person == person)
-               and (kind is None or e.kind == kind) and (since is None or e.wall >= since)]
-        return out[:limit]
-
-    def event(self, event_id: int) -> EventView | None:
-        with self._lock:
-            return next((e for e in self._events if e.id == event_id), None)
 
     def live_jpeg(self) -> tuple[int, bytes] | None:
         """The newest frame drawn and encoded (cached per frame: many watchers, one encoding)."""
@@ -200,8 +235,8 @@ class WebSink(EventSink):
             if self._rendered is not None and self._rendered[0] == frame.index:
                 return self._rendered
             with self._lock:
-                liveness = dict(self._liveness)
-            self._rendered = (frame.index, render_live(frame, observations, liveness, self.jpeg_quality))
+                notes = dict(self._notes)
+            self._rendered = (frame.index, render_live(frame, observations, notes, self.jpeg_quality))
             self.frames_encoded += 1
             return self._rendered
 
@@ -211,7 +246,12 @@ class WebSink(EventSink):
         if latest is None:
             return []
         with self._lock:
-            liveness = dict(self._liveness)
-        return [{"track_id": ob.track_id, "identity": ob.identity, "box": ob.box.as_list(),
-                 "liveness": None if ob.track_id not in liveness else liveness[ob.track_id].as_dict()}
-                for ob in latest[1]]
+            notes = dict(self._notes)
+        out = []
+        for ob in latest[1]:
+            note = notes.get(ob.track_id, TrackNote())
+            out.append({"track_id": ob.track_id, "identity": ob.identity, "box": ob.box.as_list(),
+                        "confidence": None if note.confidence is None else round(note.confidence, 3),
+                        "liveness": None if note.liveness is None else note.liveness.as_dict(),
+                        "access": note.access})
+        return out
