@@ -186,6 +186,25 @@ class Site:
                 self.proc.wait()
 
 
+def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`edged --config CONFIG run` as a user starts it, its output in `log`; returns once it is ready."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edged", "--config", str(config), "run"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    assert wait_until(lambda: "edged ready" in log.read_text() or proc.poll() is not None, 120), log.read_text()
+    return proc
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as systemd stops it; its exit status (killed after 30 s)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def csrf_of(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, page[:500]
@@ -401,11 +420,8 @@ def test_daemon_serves_the_live_view_and_the_events_it_publishes(tmp_path: Path,
     site = Site(tmp_path, gallery, extra={"camera": {"source": str(clip), "name": "stage", "loop": True},
                                           "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port}})
     log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edged", "--config", str(site.config), "run"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = start_daemon(site.config, log)
     try:
-        assert wait_until(lambda: "edged ready" in log.read_text() or proc.poll() is not None, 120), log.read_text()
         c, _ = site.login()
         first = c.get("/live.jpg")
         time.sleep(0.6)
@@ -434,12 +450,7 @@ def test_daemon_serves_the_live_view_and_the_events_it_publishes(tmp_path: Path,
         assert status["daemon"] and status["camera_state"] == "streaming" and status["people"] == 1
         assert "fps" in c.get("/live").text or status["fps"] is not None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        rc = stop_daemon(proc)
         sub.close()
         broker.stop()
     assert rc == 0, log.read_text()[-3000:]

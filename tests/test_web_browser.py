@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +20,9 @@ from edged.distance import squared_l2
 from edged.gallery import unknowns
 from edged.gallery.store import Gallery
 from edged.vision.imageio import load_image
-from tests.conftest import LIN, ROOT, wait_until
+from tests.conftest import LIN, wait_until
 from tests.mosquitto import Broker
-from tests.test_web import PASSWORD, Site
+from tests.test_web import PASSWORD, Site, start_daemon, stop_daemon
 
 pytestmark = pytest.mark.browser
 
@@ -98,11 +95,8 @@ def test_homeowner_walkthrough_in_a_real_browser(browser: object, tmp_path: Path
         "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port},
         "gallery": {"path": str(gallery), "reload_check_s": 0.5}})
     log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edged", "--config", str(site.config), "run"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = start_daemon(site.config, log)
     try:
-        assert wait_until(lambda: "edged ready" in log.read_text() or proc.poll() is not None, 120), log.read_text()
         base = site.base
 
         # every page is refused without a session: the browser lands on the login page
@@ -200,12 +194,7 @@ def test_homeowner_walkthrough_in_a_real_browser(browser: object, tmp_path: Path
         shots("failure")
         raise
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        rc = stop_daemon(proc)
         broker.stop()
     assert rc == 0, log.read_text()[-3000:]
     if not os.environ.get("EDGED_WEB_SCREENSHOTS"):
