@@ -408,6 +408,7 @@ def test_tls_page_sets_a_secure_cookie(tmp_path: Path, lin_gallery: Path) -> Non
 
 # ---- the page inside the daemon ----
 
+@pytest.mark.slow
 def test_daemon_serves_the_live_view_and_the_events_it_publishes(tmp_path: Path, lin_gallery: Path,
                                                                  clip: Path) -> None:
     """`edged run` with web.enabled on the Hamilton clip and a real broker: the live view shows new frames,

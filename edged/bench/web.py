@@ -43,16 +43,20 @@ class LiveWatcher(threading.Thread):
                     break
                 except httpx.TransportError:
                     time.sleep(0.05)
-            started = time.monotonic()
+            first = last = 0.0
             try:
                 with client.stream("GET", "/live.mjpg", timeout=httpx.Timeout(5.0, read=30.0)) as stream:
                     for chunk in stream.iter_bytes():
-                        self.frames += chunk.count(b"--frame")
+                        seen = chunk.count(b"--frame")
+                        if seen:
+                            last = time.monotonic()
+                            first = first or last
+                            self.frames += seen
                         if self.stop.is_set():
                             break
             except httpx.HTTPError:
                 pass  # the daemon ended: the stream closes
-            self.watched_s = time.monotonic() - started
+            self.watched_s = last - first  # from the first frame received to the last
 
 
 def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps: float,
@@ -82,7 +86,7 @@ def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps
             watcher.join(10.0)
         runs["watched"].append(e2e_summary(child, fps, ""))
         if watcher.watched_s > 0:
-            frames_seen.append(watcher.frames / watcher.watched_s)
+            frames_seen.append((watcher.frames - 1) / watcher.watched_s)
 
     def median(kind: str, key: str) -> float | None:
         values = [r[key] for r in runs[kind] if r.get(key) is not None]

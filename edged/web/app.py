@@ -315,14 +315,18 @@ def create_app(ctx: WebContext) -> FastAPI:
             live.watchers += 1
             try:
                 last = -1
+                due = time.monotonic()
                 while live.server is None or not live.server.stopping:
-                    started = time.monotonic()
                     shot = live.live_jpeg()
                     if shot is not None and shot[0] != last:
                         last = shot[0]
                         yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                + str(len(shot[1])).encode() + b"\r\n\r\n" + shot[1] + b"\r\n")
-                    time.sleep(max(0.0, period - (time.monotonic() - started)))
+                        # a fixed schedule (not "period after this one"): web.live_fps on average
+                        due = max(due + period, time.monotonic() - period)
+                        time.sleep(max(0.0, due - time.monotonic()))
+                    else:
+                        time.sleep(min(period, 0.02))  # no new frame yet
             finally:
                 live.watchers -= 1
 
