@@ -56,6 +56,7 @@ def _eval(setup, *extra: str, pairs: Path | None = None) -> tuple[dict, str]:
     return (json.loads(proc.stdout) if "--json" in extra else {}), proc.stdout
 
 
+@pytest.mark.slow  # moved out of the default run (~10 min budget); CI runs it
 def test_ten_folds_json_and_roc(setup):
     roc = setup["root"] / "roc.png"
     out, _ = _eval(setup, "--json", "--roc", str(roc))
@@ -106,6 +107,7 @@ def test_folds_6_to_10_never_read_folds_1_to_5(setup):
                                    f"got '#### not a pair ####'")
 
 
+@pytest.mark.slow  # moved out of the default run (~10 min budget); CI runs it
 def test_flip_embeds_mirrored_crops_from_cached_faces(setup):
     import sqlite3
 
@@ -124,6 +126,7 @@ def test_flip_embeds_mirrored_crops_from_cached_faces(setup):
     assert flips == len(images)
 
 
+@pytest.mark.slow  # moved out of the default run (~10 min budget); CI runs it
 def test_single_fold_is_split_into_ten_parts(setup):
     text = _cut(setup["lines"], 10, keep={3})
     pairs = setup["root"] / "pairs_fold3.txt"

@@ -130,6 +130,7 @@ def clusters_of(gallery: Path, visits: set[int]) -> list[int]:
     return [int(c["cluster"]) for c in holding]
 
 
+@pytest.mark.slow  # moved out of the default run (~10 min budget); CI runs it
 def test_unknown_visits_are_stored_with_their_best_views(visits_gallery: tuple[Path, list], fr_dir: Path,
                                                          dlib_pipeline) -> None:
     gallery, events = visits_gallery
@@ -147,6 +148,7 @@ def test_unknown_visits_are_stored_with_their_best_views(visits_gallery: tuple[P
     assert (gallery.stat().st_mode & 0o777) == 0o600
 
 
+@pytest.mark.slow  # moved out of the default run (~10 min budget); CI runs it
 def test_a_repeated_visitor_is_one_cluster_and_naming_it_enrolls_him(visits_gallery: tuple[Path, list],
                                                                      clip: Path, fr_dir: Path, tmp_path: Path,
                                                                      dlib_embedder, dlib_pipeline) -> None:
@@ -164,6 +166,7 @@ def test_a_repeated_visitor_is_one_cluster_and_naming_it_enrolls_him(visits_gall
     assert missing.returncode == 1 and missing.stderr.startswith("edged: error:") and "999" in missing.stderr
 
 
+@pytest.mark.slow  # moved out of the default run (~10 min budget); CI runs it
 def test_a_face_on_the_ignore_list_raises_no_event(visits_gallery: tuple[Path, list], clip: Path, fr_dir: Path,
                                                    tmp_path: Path, dlib_embedder, dlib_pipeline) -> None:
     """The user marks Lin-Manuel's visits as a face to ignore (a poster, the TV): on the next run his tracks are
