@@ -84,6 +84,7 @@ def test_ten_folds_json_and_roc(setup):
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
 
 
+@pytest.mark.slow  # reads the cache test_ten_folds_json_and_roc filled: runs beside it
 def test_rerun_reads_the_cache(setup):
     first, _ = _eval(setup, "--json")
     assert first["computed"] == 0
