@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from edged import __version__
 from edged.config import Config
@@ -224,14 +224,14 @@ def create_app(ctx: WebContext) -> FastAPI:
         """A state-changing request: authenticated, with the session's CSRF token; returns the parsed form."""
         principal = who(request)
         content_type = request.headers.get("content-type", "")
-        form: Any = {}
+        form: Any = FormData()  # not a form: no fields, so a missing field is reported as missing
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             try:
                 form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=50)
             except Exception as exc:  # starlette's MultiPartException and friends
                 raise WebError(400, f"unreadable form: {exc}") from None
         if principal.session is not None:
-            sent = request.headers.get("x-csrf-token") or (form.get("csrf") if hasattr(form, "get") else None)
+            sent = request.headers.get("x-csrf-token") or form.get("csrf")
             if not isinstance(sent, str) or not csrf_ok(principal.session, sent):
                 raise WebError(403, "missing or wrong CSRF token: reload the page and try again")
         return principal, form
@@ -473,6 +473,14 @@ def create_app(ctx: WebContext) -> FastAPI:
             raise WebError(422, "nothing enrolled: " + "; ".join(f"{s}: {r}" for s, r in report.rejected)[:600])
         return page(request, "person.html", principal, person=person, samples=samples, report=report)
 
+    def _read_upload(upload: UploadFile, fallback: str) -> tuple[str, bytes]:
+        """The upload's shown name and bytes; 413 beyond web.upload_max_mib (never more is read)."""
+        label = shown(upload.filename or fallback, 80)
+        data = upload.file.read(upload_max + 1)
+        if len(data) > upload_max:
+            raise WebError(413, f"{label}: larger than web.upload_max_mib ({web.upload_max_mib:g} MiB)")
+        return label, data
+
     def _enroll(name: str, uploads: list[UploadFile]) -> Any:
         from edged.gallery.enroll import SourceItem, enroll_person
         from edged.gallery.match import MatchRule
@@ -486,10 +494,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         try:
             items, names = [], {}
             for i, up in enumerate(uploads):
-                label = shown(up.filename or f"photo {i + 1}", 80)
-                data = up.file.read(upload_max + 1)
-                if len(data) > upload_max:
-                    raise WebError(413, f"{label}: larger than web.upload_max_mib ({web.upload_max_mib:g} MiB)")
+                label, data = _read_upload(up, f"photo {i + 1}")
                 header = check_header(data, label)  # ImageError: not an image (or too large), with the reason
                 suffix = {"JPEG": "jpg", "PNM": "ppm", "TIFF": "tif"}.get(header.format, header.format.lower())
                 path = workdir / f"upload-{i}.{suffix}"
@@ -596,8 +601,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         """Enroll `name` from uploaded photos (multipart field `photos`, with `edged enroll`'s quality gates)."""
         _, form = await changing(request)
         validate_name(name)
-        report = _enroll(name, [f for f in form.getlist("photos") if isinstance(f, UploadFile)]
-                         if hasattr(form, "getlist") else [])
+        report = _enroll(name, [f for f in form.getlist("photos") if isinstance(f, UploadFile)])
         return {"name": name, "added": len(report.samples), "warnings": report.warnings,
                 "rejected": [{"source": s, "reason": r} for s, r in report.rejected]}
 
@@ -610,13 +614,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         from edged.vision.imageio import decode_image
 
         _, form = await changing(request)
-        upload = form.get("photo") if hasattr(form, "get") else None
+        upload = form.get("photo")
         if not isinstance(upload, UploadFile):
             raise WebError(400, "photo: attach one photo (multipart field 'photo')")
-        label = shown(upload.filename or "photo", 80)
-        data = upload.file.read(upload_max + 1)
-        if len(data) > upload_max:
-            raise WebError(413, f"{label}: larger than web.upload_max_mib ({web.upload_max_mib:g} MiB)")
+        label, data = _read_upload(upload, "photo")
         image = decode_image(data, label)
         with ctx.gallery() as g, ctx._embed_lock:
             embedder = ctx.embedder(g)
