@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edged.errors import ConfigError
 
@@ -67,6 +67,11 @@ def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
+#: `detector.scale: auto` detects on frames at most this wide: RetinaFace there finds every face track of the
+#: 1080p pedestrians video that HOG finds on the full frames (`edged bench`, detector rows).
+AUTO_DETECT_WIDTH = 960
+
+
 class CameraConfig(_Section):
     #: V4L2 index (0) or device (/dev/video0), rtsp:// or http(s):// URL, or a video file.
     source: int | str
@@ -93,11 +98,16 @@ class CameraConfig(_Section):
 
 
 class DetectorConfig(_Section):
-    backend: Literal["hog", "mmod", "haar"] = "hog"
-    #: Image doublings before detection (0 = fastest; 1 finds faces down to ~40 px).
+    #: auto: retinaface when its model is installed (`edged models fetch retinaface`), else hog.
+    backend: Literal["auto", "retinaface", "hog", "mmod", "haar"] = "auto"
+    #: Image doublings before detection (0 = fastest; 1 finds faces down to ~40 px). RetinaFace finds faces
+    #: from ~16 px at 0 and is never enlarged beyond the frame (its steps undo `scale` only).
     upsample: int = Field(0, ge=0, le=3)
-    #: Detect on the frame scaled by this factor (boxes are mapped back).
-    scale: float = Field(1.0, ge=0.1, le=1.0)
+    #: Detect on the frame scaled by this factor (boxes are mapped back; faces are aligned and embedded from
+    #: the full frame); auto: at most `AUTO_DETECT_WIDTH` pixels wide (1080p: 0.5, 720p: 0.75, smaller: 1).
+    scale: float | Literal["auto"] = "auto"
+    #: Detections weaker than this are dropped; null: the backend's default (hog 0, retinaface 0.7).
+    min_score: float | None = Field(None, ge=-2.0, le=1.0)
     #: Run the detector every N frames, tracking in between (sooner when a track is lost).
     every_n_frames: int = Field(3, ge=1, le=1000)
     #: Every N processed frames (and on the first) detect with one more upsample step instead:
@@ -105,6 +115,33 @@ class DetectorConfig(_Section):
     small_faces_every_n_frames: int = Field(30, ge=0, le=100000)
     #: Ignore faces smaller than this (pixels, full-frame coordinates).
     min_face_px: int = Field(40, ge=8, le=4096)
+    #: Under load (the frame loop >= 90% busy, or frames dropped) the detector runs 2x, then 4x... less often,
+    #: up to this factor of `every_n_frames`, and back when there is room (1 = never adapt). Live cameras and
+    #: `realtime` files only: a file read as fast as possible never drops a frame.
+    max_cadence_factor: int = Field(4, ge=1, le=64)
+    #: Motion gating: while no face is tracked, detect only on frames where something moved (frame
+    #: differencing at ~160 px wide; `edged.vision.motion`). An empty porch then costs almost nothing.
+    motion_gate: bool = True
+    #: ...a pixel "moved" when its grey level changed by more than this...
+    motion_pixel_threshold: int = Field(16, ge=1, le=255)
+    #: ...and the picture moved when at least this fraction of its pixels did; the gate closes once the picture
+    #: has been still (and no face tracked) for this long (seconds): repeated frames of a moving scene, a
+    #: camera's duplicate frames, keep the usual cadence.
+    motion_min_fraction: float = Field(0.002, ge=0.0, le=1.0)
+    motion_idle_after_s: float = Field(1.0, ge=0.0, le=3600)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.1 <= value <= 1.0:
+            raise ValueError(f"must be 'auto' or a number from 0.1 to 1.0, got {value}")
+        return value
+
+    def scale_for(self, width: int) -> float:
+        """The detection scale for frames `width` pixels wide."""
+        if self.scale != "auto":
+            return float(self.scale)
+        return min(1.0, AUTO_DETECT_WIDTH / max(1, width))
 
 
 class EmbedderConfig(_Section):
@@ -158,6 +195,10 @@ class TrackingConfig(_Section):
     #: Re-recognise a track held as unknown this often (seconds): a face that turns towards the camera, or comes
     #: closer, may still be named.
     recheck_unknown_s: float = Field(0.25, ge=0.0, le=3600)
+    #: ...and after each re-check that still finds no one, twice as long up to this (seconds; a face that grows
+    #: by half, someone coming closer, is re-checked at once). A stranger waiting at the door then costs ~1
+    #: embedding per this many seconds instead of 4 per second.
+    recheck_unknown_max_s: float = Field(2.0, ge=0.0, le=3600)
     #: A person "left" once their track is gone for this long (seconds); if the same person is
     #: recognised again within this window the new track continues the old one (no new event).
     left_after_s: float = Field(2.0, ge=0.0, le=3600)
@@ -440,6 +481,9 @@ class LoggingConfig(_Section):
 class ServiceConfig(_Section):
     #: How often `edged run` updates systemd's STATUS= line and logs a summary (seconds).
     status_every_s: float = Field(5.0, ge=0.1, le=3600)
+    #: A camera is "overloaded" when more than this fraction of its frames were dropped in the last minute:
+    #: said in the log (once a minute), STATUS=, the MQTT status and Home Assistant's diagnostics.
+    overload_drop_fraction: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class Config(_Section):
@@ -735,6 +779,8 @@ def _message(err: Any, at: _Where) -> str:
         return f"expected a mapping, got {shown}"
     if get_origin(base) is Literal:
         return f"must be one of {', '.join(map(str, get_args(base)))}, got {shown}"
+    if kind == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])
     if at.tp is not None and (kind.endswith("_type") or kind.endswith("_parsing")):
         return f"expected {_type_name(at.tp)}, got {shown}"
     msg = str(err.get("msg") or kind)
@@ -753,13 +799,13 @@ def _validate(raw: dict[str, Any], report: _Report) -> Config | None:
         return Config.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-    seen: set[tuple[tuple[str, ...], str]] = set()
+    seen: set[tuple[str, ...]] = set()
     bad: dict[tuple[str, ...], bool] = {}  # section key -> its value is unusable (else: kept, see _KEEP)
     for err in errors:
         at = _locate(err["loc"])
         message = _message(err, at)
-        if (at.path, message) not in seen:  # a union reports once per member
-            seen.add((at.path, message))
+        if at.path not in seen:  # a union reports once per member: the first (its type) says it
+            seen.add(at.path)
             report.problem(at.path, message)
         key = at.path[:at.key_len]
         bad[key] = bad.get(key, False) or err["type"] not in _KEEP or len(at.path) > at.key_len

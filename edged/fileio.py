@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -253,3 +254,19 @@ def library_message(lines: list[str], limit: int = 120) -> str:
             best = text
             break
     return shown(best, limit)
+
+
+def file_digests(path: str | Path) -> tuple[str, str]:
+    """(md5, sha256) hex digests of a file, or of a CSV weights directory's files in name order."""
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.suffix == ".csv") if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            md5.update(f.name.encode() + b"\0")
+            sha.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                md5.update(chunk)
+                sha.update(chunk)
+    return md5.hexdigest(), sha.hexdigest()

@@ -263,6 +263,11 @@ class Health:
     camera_stalled: bool = False
     #: Frames the camera delivered that processing could not keep up with.
     frames_dropped: int = 0
+    #: Of the frames of the last minute, the percentage dropped; and whether that is over the limit.
+    dropped_percent: float = 0.0
+    overloaded: bool = False
+    #: The detector's interval now (frames; raised under load).
+    detect_every_n: int = 0
 
 
 class AccessOutcome(StrEnum):

@@ -65,6 +65,27 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
                           timeout=timeout, env=full_env, cwd=cwd or ROOT, input=input)
 
 
+RETINAFACE_DIR = SHARED / "models" / "retinaface-widerface-caffe"
+RETINAFACE_FILES = ("deploy.prototxt", "Widerface-RetinaFace.caffemodel")
+
+
+@pytest.fixture(scope="session")
+def retinaface_models(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory holding the RetinaFace detector as `edged models fetch retinaface` installs it
+    (links to ../shared: never copied into the project)."""
+    folder = tmp_path_factory.mktemp("retinaface-models")
+    for name in RETINAFACE_FILES:
+        (folder / name).symlink_to(RETINAFACE_DIR / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def retinaface(retinaface_models: Path):
+    from edged.vision.detect import FaceDetector
+
+    return FaceDetector("retinaface", upsample=0, model_files=tuple(retinaface_models / n for n in RETINAFACE_FILES))
+
+
 @pytest.fixture(scope="session")
 def dlib_embedder():
     from edged.models.embedders import get_embedder

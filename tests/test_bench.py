@@ -127,6 +127,30 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     assert web["realtime_factor_without_web"] > 0 and 0 < web["watched_vs_without"] < 2
     assert web["live_view_fps_received"] > 1  # the watcher really got live frames (web.live_fps 5 at most)
 
+    hog = e["with_hog"]  # the same run with HOG, side by side
+    assert hog["realtime_factor"] > 0 and hog["latency"]["recognized"] and hog["faces_detected"] > 0
+
+    cam = report["cameras"]  # real cameras: RetinaFace from ../shared, as `edged models fetch` installs it
+    assert cam["detector"] == "retinaface" and e["detector"] == "retinaface"
+    sizes = cam["detectors"]["sizes"]
+    assert set(sizes) == {"360p", "720p", "1080p"}
+    for row in sizes.values():
+        assert set(row) == {"retinaface", "hog_upsample0", "hog_upsample1"} and all(r["ms"] > 0 for r in row.values())
+        assert row["retinaface"]["faces"] >= row["hog_upsample0"]["faces"]  # finds at least what cheap HOG finds
+    lfw = cam["detectors"]["lfw_where_hog_failed"]
+    assert "skipped" in lfw or 0 <= lfw["retinaface_found"] <= lfw["images"]
+    t = cam["tracks"]
+    assert t["frames"] == 25 and t["reference_tracks"] >= 3 and 0 <= t["found"] <= t["reference_tracks"]
+    assert t["found_fraction"] >= 0.9 and t["pipeline_detector"] == "retinaface"
+    for label in ("pedestrians_1080p", "pedestrians_720p"):
+        row = cam[label]
+        assert row["frames"] == 105 and row["frames_dropped"] == 0 and row["realtime_factor"] > 0
+        assert row["faces_detected"] > 0 and row["tracks"] > 0
+    idle = cam["idle"]
+    assert idle["still_s"] == 12.0 and 0 < idle["cpu_percent_of_one_core"] < 100
+    assert idle["motion_skipped"] > 0 and idle["recognized"] == "lin-manuel-miranda"
+    assert 0 < idle["first_recognition_after_s"] < 5
+
     rt = report["peers"]["nn4_runtimes"]
     # the peers run the same network and weights: their embeddings agree with edged's
     assert max(rt["max_abs_diff_vs_edged"].values()) <= 1e-4
@@ -148,7 +172,8 @@ def test_human_report_is_a_table_of_the_same_numbers(report: dict[str, Any]) -> 
     text = "\n".join(format_report(report))
     for needle in ("Stages (median ms)", "detect HOG 1280x720 upsample1", "embed nn4 batch 64",
                    "match exact, 100,000 samples", "End to end: daemon on short_hamilton_clip.mp4",
-                   "Peers: nn4 runtimes", "edged/ORT", "face_recognition-style", "load average"):
+                   "Peers: nn4 runtimes", "edged/ORT", "face_recognition-style", "load average",
+                   "Real cameras (detector retinaface)", "pedestrians_1080p:", "idle scene (12 s still"):
         assert needle in text, needle
     ratio = report["peers"]["nn4_runtimes"]["batch_16"]["ratio_edged_onnxruntime"]
     assert f"{ratio:.2f}" in text

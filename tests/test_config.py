@@ -87,8 +87,8 @@ tracking: [1, 2]
         "edged.yaml: line 8: mqtt.qos: must be <= 2, got 3",
         "edged.yaml: line 9: mqtt.tls.ca_file: file not found: /nonexistent/ca.pem",
         "edged.yaml: line 10: vote.k: must be <= vote.m (3), got 4",
-        "edged.yaml: line 12: detector.backend: must be one of hog, mmod, haar, got 'foo'",
-        "edged.yaml: line 13: detector.scale: expected number, got 'half'",
+        "edged.yaml: line 12: detector.backend: must be one of auto, retinaface, hog, mmod, haar, got 'foo'",
+        "edged.yaml: line 13: detector.scale: expected number or 'auto', got 'half'",
         "edged.yaml: line 14: tracking: expected a mapping, got a list",
     ]
 

@@ -284,7 +284,7 @@ def test_whole_clip_events_latency_and_presence(tmp_path: Path, lin_gallery: Pat
     assert lin == ["recognized", "left"] * 2, kinds
     assert len({(e["track_id"], e["type"]) for e in events}) == len(events)
     for e in (e for e in events if e["type"] == "unknown"):  # the man at the end is not in the gallery
-        assert e["person"] is None and e["distance"] > dlib_embedder.threshold
+        assert e["person"] is None and e["distance"] > dlib_embedder.threshold, json.dumps(e)
         assert ("left", None) in kinds
     rec = next(e for e in events if e["type"] == "recognized")
     assert 0 <= rec["frame"] - first_detectable_frame <= round(0.5 * FPS), (rec["frame"], first_detectable_frame)

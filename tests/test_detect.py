@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,72 @@ def test_negative_min_score_admits_weaker_hog_detections(lfw_dir):
     assert boxes and all(-0.6 <= b.score < 0 for b in boxes)
     centre = np.array(image.shape[1::-1]) / 2
     assert min(np.hypot(*(np.array(b.center) - centre)) for b in boxes) < 40
+
+
+# ---- RetinaFace (OpenCV DNN) ----
+
+def _direct_retinaface(image_rgb: np.ndarray, prototxt: Path, weights: Path, width: int) -> list[tuple[float, ...]]:
+    """Silent-Face's own recipe, independent of edged: BGR image shrunk to `width`, mean (104, 117, 123),
+    confidence > 0.7; boxes in the original image's pixels."""
+    import cv2
+
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    h, w = image_rgb.shape[:2]
+    size = (width, round(h * width / w))
+    bgr = cv2.resize(np.ascontiguousarray(image_rgb[:, :, ::-1]), size, interpolation=cv2.INTER_AREA)
+    net.setInput(cv2.dnn.blobFromImage(bgr, 1.0, size, (104, 117, 123)), "data")
+    rows = net.forward("detection_out").reshape(-1, 7)
+    return [(x1 * w, y1 * h, x2 * w, y2 * h, c) for _, _, c, x1, y1, x2, y2 in rows if c > 0.7]
+
+
+def test_retinaface_matches_the_reference_recipe_and_hog(retinaface, retinaface_models, openface_dir):
+    from tests.conftest import RETINAFACE_FILES
+
+    for name in ONE_FACE:  # at most 640 px wide (larger inputs add false detections on big faces)
+        image = load_image(openface_dir / f"{name}.jpg")
+        width = min(640, image.shape[1])
+        boxes = retinaface.detect(image, scale=width / image.shape[1])
+        direct = _direct_retinaface(image, *(retinaface_models / n for n in RETINAFACE_FILES), width)
+        assert len(boxes) == len(direct) == 1, (name, boxes, direct)
+        for got, want in zip(boxes[0].as_list(), direct[0][:4], strict=True):
+            assert abs(got - want) <= 2.5, (name, boxes[0], direct[0])  # the resize rounds the size
+        assert abs(boxes[0].score - direct[0][4]) < 1e-5
+        assert boxes[0].iou(FaceDetector("hog", upsample=1).detect(image)[0]) > 0.5, name
+
+
+def test_retinaface_finds_small_faces_hog_misses(retinaface, fr_dir):
+    """obama-240p shrunk to half (a ~37 px face): HOG needs an upsample step (4x the pixels) to find it,
+    RetinaFace finds it at the image's own size."""
+    import cv2
+
+    photo = load_image(fr_dir / "obama-240p.jpg")
+    image = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    assert FaceDetector("hog", upsample=0).detect(image) == []
+    [box] = retinaface.detect(image)
+    [reference] = FaceDetector("hog", upsample=1).detect(image)
+    assert box.iou(reference) > 0.5 and box.width < 40
+
+
+def test_retinaface_never_enlarges_beyond_the_frame(retinaface, openface_dir):
+    image = load_image(openface_dir / "clapton-1.jpg")
+    assert retinaface.detect(image, upsample=2) == retinaface.detect(image)  # upsampling only undoes `scale`
+    half = retinaface.detect(image, scale=0.25, upsample=1)
+    assert retinaface.detect(image, scale=0.5) == half and len(half) == 1
+    assert retinaface.smallest_face_px(0.5) == 32.0 and retinaface.smallest_face_px(0.25, upsample=2) == 16.0
+    assert FaceDetector("hog", upsample=0).smallest_face_px(1.0, upsample=1) == 40.0
+    assert retinaface.detect(np.full((360, 640, 3), 127, np.uint8)) == []
+
+
+def test_retinaface_missing_or_broken_files_say_how_to_fetch(tmp_path):
+    from edged.errors import ModelFileError
+
+    with pytest.raises(ValueError, match="needs its model files"):
+        FaceDetector("retinaface")
+    missing = FaceDetector("retinaface", model_files=(tmp_path / "deploy.prototxt", tmp_path / "w.caffemodel"))
+    with pytest.raises(ModelFileError, match=r"deploy\.prototxt: face detector model not installed; "
+                                             r"run 'edged models fetch retinaface'"):
+        missing.detect(np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "deploy.prototxt").write_text("layer { name: broken\n")
+    (tmp_path / "w.caffemodel").write_bytes(b"\0" * 64)
+    with pytest.raises(ModelFileError, match=r"w\.caffemodel: not a usable Caffe face detector \(.*\); run 'edged"):
+        missing.detect(np.zeros((64, 64, 3), np.uint8))

@@ -152,7 +152,7 @@ def test_verify_names_unknown_models_and_checks_dlib(env, files, capsys):
     rc, out, err = cli(capsys, "models", "verify", "nosuch")
     assert rc == 1 and out == ""
     assert err == ("edged: error: unknown model 'nosuch' (known: nn4.small2.v1, nn4.small2.edged-v1, minifasnet, "
-                   "dlib; see 'edged models list')\n")
+                   "retinaface, dlib; see 'edged models list')\n")
     assert cli(capsys, "models", "import", str(files["pt"]), "--name", "mine")[0] == 0
     rc, _, err = cli(capsys, "models", "verify", "mine", "nosuch", "nope")
     assert rc == 1 and err.startswith("edged: error: unknown models 'nosuch', 'nope' (known: ")
@@ -442,3 +442,69 @@ def test_fetch_minifasnet_refuses_a_file_with_the_wrong_checksum(env, server, mo
         from edged.models.liveness import minifasnet_paths
 
         minifasnet_paths()
+
+
+# ---- the face detector (RetinaFace, Caffe through OpenCV) ----
+
+def test_fetch_retinaface_installs_both_checked_files_and_auto_picks_it(env, server, monkeypatch, capsys, shared,
+                                                                         tmp_path):
+    from edged.config import parse_config
+    from edged.models.detectors import RETINAFACE_FILES, choose_detector, face_detector, retinaface_paths
+    from tests.conftest import RETINAFACE_DIR
+
+    config = tmp_path / "edged.yaml"
+    config.write_text("device_id: door\ncamera: {source: 0}\n")
+    rc, out, _ = cli(capsys, "check-config", str(config))  # nothing installed yet: auto is HOG, and says why
+    assert rc == 0 and f"{config}: OK" in out
+    assert "note: detector.backend auto: using dlib's HOG" in out and "run 'edged models fetch retinaface'" in out
+    before = choose_detector(parse_config(config.read_text()).detector, env)
+    assert before.backend == "hog" and before.files is None and "not installed" in before.note
+
+    base, www = server
+    for name in RETINAFACE_FILES:
+        (www / name).symlink_to(RETINAFACE_DIR / name)  # served from ../shared, never copied into the repo
+    monkeypatch.setenv("EDGED_MODELS_BASE_URL", base)
+    rc, out, err = cli(capsys, "models", "fetch", "retinaface", "--json")
+    assert rc == 0, err
+    assert [f["path"] for f in json.loads(out)["files"]] == [str(env / n) for n in RETINAFACE_FILES]
+    for name in RETINAFACE_FILES:
+        target = env / name
+        assert not target.is_symlink() and target.read_bytes() == (RETINAFACE_DIR / name).read_bytes()
+        assert (target.stat().st_mode & 0o777) == 0o600
+    rc, out, _ = cli(capsys, "models", "verify", "retinaface", "--json")
+    assert rc == 0 and [r["ok"] for r in json.loads(out)["results"]] == [True, True]
+    rows = [r for r in json.loads(cli(capsys, "models", "list", "--json")[1])["models"] if r["name"] == "retinaface"]
+    assert [(r["file"], r["installed"], r["licence"]) for r in rows] == [
+        (n, True, "Apache-2.0") for n in RETINAFACE_FILES]
+    assert retinaface_paths() == (env / RETINAFACE_FILES[0], env / RETINAFACE_FILES[1])
+    rc, out, _ = cli(capsys, "check-config", str(config))
+    assert rc == 0 and "note:" not in out
+    detector, choice = face_detector(parse_config(config.read_text()))
+    assert (detector.backend, choice.note, detector.min_score) == ("retinaface", None, 0.7)
+
+
+def test_retinaface_wrong_files_are_refused_with_the_fetch_command(env, server, monkeypatch, capsys, tmp_path):
+    from edged.config import parse_config
+    from edged.models.detectors import RETINAFACE_FILES, face_detector
+    from tests.conftest import RETINAFACE_DIR
+
+    base, www = server
+    text = (RETINAFACE_DIR / RETINAFACE_FILES[0]).read_text()
+    (www / RETINAFACE_FILES[0]).write_text(text.replace("num_output: 8", "num_output: 9", 1))  # same size, edited
+    (www / RETINAFACE_FILES[1]).symlink_to(RETINAFACE_DIR / RETINAFACE_FILES[1])
+    monkeypatch.setenv("EDGED_MODELS_BASE_URL", base)
+    rc, _, err = cli(capsys, "models", "fetch", "retinaface")
+    assert rc == 1 and f"{base}/deploy.prototxt: checksum mismatch" in err and "nothing was installed" in err
+    config = tmp_path / "edged.yaml"
+    config.write_text("device_id: door\ncamera: {source: 0}\ndetector: {backend: retinaface}\n")
+    rc, _, err = cli(capsys, "check-config", str(config))
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"edged: error: {config}: detector.backend: ")
+    assert "run 'edged models fetch retinaface'" in err
+    with pytest.raises(ModelNotInstalledError, match=r"deploy\.prototxt: face detector model not installed"):
+        face_detector(parse_config(config.read_text()))
+    (env / RETINAFACE_FILES[0]).parent.mkdir(parents=True)
+    (env / RETINAFACE_FILES[0]).write_text("layer {}\n")  # put there by hand, not the registered file
+    (env / RETINAFACE_FILES[1]).symlink_to(RETINAFACE_DIR / RETINAFACE_FILES[1])
+    with pytest.raises(ModelFileError, match=r"deploy\.prototxt.*checksum"):
+        face_detector(parse_config(config.read_text()))

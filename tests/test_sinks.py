@@ -125,7 +125,7 @@ def test_mqtt_payloads_are_pinned() -> None:
         "binary_sensor/person_7", "sensor/person_7_last_seen", "device_automation/recognized_person_7",
         "event/face", "sensor/last_person", "sensor/unknown_visitors", "binary_sensor/camera",
         "device_automation/unknown", "sensor/fps", "sensor/camera_state", "sensor/queue", "sensor/gallery",
-        "sensor/dropped"}
+        "sensor/dropped", "sensor/dropped_percent"}
     alice = configs["homeassistant/binary_sensor/edged_door/person_7/config"]
     device = {"identifiers": ["edged_door"], "name": "edged door", "manufacturer": "edged",
               "model": "edged face recognition", "sw_version": alice["device"]["sw_version"]}

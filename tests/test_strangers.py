@@ -195,3 +195,43 @@ def test_unknown_samples_are_the_tracks_best_views() -> None:
     big_sharp = FaceSample(np.zeros(128, np.float32), None, 120, 400.0)
     assert sorted([small_sharp, big_blurred, big_sharp], key=lambda s: s.quality, reverse=True)[0] is big_sharp
     assert big_blurred.quality < small_sharp.quality
+
+
+def test_an_enrolled_persons_own_poor_look_does_not_make_him_ambiguous_next_time(
+        clip: Path, fr_dir: Path, tmp_path: Path, dlib_embedder, dlib_pipeline) -> None:
+    """Lin-Manuel and Alex Lacamoire are enrolled; a look of Lin-Manuel that was "too far" (between his threshold
+    and 1.5x it: the clip's blurred close-up frames after a cut) is stored as an unknown visitor. It must not
+    join the strangers of the margin test, or his next good look is "ambiguous" (and stored, and the next...)."""
+    from edged.gallery.match import MatchRule
+    from edged.types import UnknownReason
+
+    gallery = tmp_path / "g.db"
+    enroll_cli(gallery, LIN, fr_dir / "lin-manuel-miranda.png")
+    enroll_cli(gallery, "alex-lacamoire", fr_dir / "alex-lacamoire.png")
+    cfg = parse_config(config(clip, gallery))
+    rule = MatchRule.of(dlib_embedder, cfg.embedder, cfg.match)
+    with Gallery(gallery, create=False) as g:
+        snapshot = g.snapshot(dlib_embedder.version)
+    lin = snapshot.vectors[snapshot.labels == snapshot.names.index(LIN)][0]
+    looks = []
+    cap = cv2.VideoCapture(str(clip))
+    for index in range(120):
+        ok, bgr = cap.read()
+        assert ok
+        if index in (0, *range(82, 100)):
+            faces = dlib_pipeline.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            looks += [(index, f.embedding) for f in faces]
+    cap.release()
+    threshold = rule.matcher(snapshot).threshold_of(rule.matcher(snapshot).scores(lin[None]))[0]
+    good = next(v for i, v in looks if i == 0)
+    poor = [v for i, v in looks if threshold < float(squared_l2(v[None], lin[None])[0, 0]) < 1.5 * threshold]
+    assert poor, "a look of him between his threshold and 1.5x it"
+    with Gallery(gallery, create=False) as g:
+        unknowns.add_visit(g, unknowns.UnknownVisit("front", "2026-12-01T10:00:00Z", "2026-12-01T10:00:02Z", 7, LIN,
+                                                    float(squared_l2(poor[0][None], lin[None])[0, 0]),
+                                                    str(UnknownReason.TOO_FAR)),
+                           [unknowns.UnknownSample(poor[0], "dlib", dlib_embedder.version, 120, 60.0)])
+        [result] = unknowns.site_matcher(g, rule, snapshot, dlib_embedder.version).match(good[None])
+        naive = rule.matcher(snapshot, cohort=unknowns.cohort(g, dlib_embedder.version, 10)).match(good[None])[0]
+    assert result.name == LIN, result
+    assert naive.name is None and naive.reason == UnknownReason.AMBIGUOUS, naive  # what the stored look would do

@@ -14,7 +14,7 @@ from typing import Any
 
 from edged.bench.common import KNOWN_PEOPLE, LATENCY_PERSON, BenchError
 from edged.errors import EdgedError
-from edged.machine import peak_rss_mb
+from edged.machine import cpu_seconds, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +38,34 @@ def enroll_known(gallery_path: Path, embedder: Any, shared: Path, cfg: Any) -> l
 
 # ---- end to end: the daemon in a child process ----
 
-def bench_config(config_path: str | None, clip: Path, gallery: Path) -> Any:
-    """The user's config (or the defaults) with the clip as the camera (every frame, no pacing), the bench
-    gallery, and no MQTT (the child records the event stream instead)."""
+def bench_config(config_path: str | None, clip: Path, gallery: Path,
+                 camera_overrides: Mapping[str, Any] | None = None) -> Any:
+    """The user's config (or the defaults) with the clip as the camera (every frame, no pacing, unless
+    `camera_overrides` say otherwise), the bench gallery, and no MQTT (the child records the event stream)."""
     from edged.config import default_config, load_config
 
     cfg = load_config(config_path) if config_path else default_config(str(clip), "bench")
     camera = cfg.camera.model_copy(update={"source": str(clip), "realtime": False, "loop": False, "roi": None,
-                                           "max_width": None})
+                                           "max_width": None, **(camera_overrides or {})})
     gallery_cfg = cfg.gallery.model_copy(update={"path": str(gallery)})
     return cfg.model_copy(update={"camera": camera, "mqtt": cfg.mqtt.model_copy(update={"enabled": False}),
                                   "gallery": gallery_cfg})
 
 
 class _StampedCapture:
-    """A `cv2.VideoCapture` recording the wall time each frame was read."""
+    """A `cv2.VideoCapture` recording the wall time and the process's CPU seconds when each frame was read."""
 
-    def __init__(self, cap: Any, stamps: list[float]) -> None:
+    def __init__(self, cap: Any, stamps: list[float], cpu: list[float] | None = None) -> None:
         self._cap = cap
         self._stamps = stamps
+        self._cpu = cpu
 
     def read(self) -> tuple[bool, Any]:
         ok, image = self._cap.read()
         if ok:
             self._stamps.append(time.time())
+            if self._cpu is not None:
+                self._cpu.append(cpu_seconds())
         return ok, image
 
     def __getattr__(self, name: str) -> Any:
@@ -79,7 +83,9 @@ def e2e_child_main(argv: Sequence[str]) -> int:
 
     spec = json.loads(Path(argv[0]).read_text())
     try:
-        cfg = bench_config(spec["config"], Path(spec["clip"]), Path(spec["gallery"]))
+        cfg = bench_config(spec["config"], Path(spec["clip"]), Path(spec["gallery"]), spec.get("camera"))
+        if spec.get("detector"):
+            cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update=spec["detector"])})
         if spec.get("web_port"):  # the same run with the web page on (watched or not: see edged.bench.web)
             cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={
                 "enabled": True, "port": int(spec["web_port"]), "auth_file": spec["web_auth"]})})
@@ -88,14 +94,15 @@ def e2e_child_main(argv: Sequence[str]) -> int:
                 "liveness": cfg.liveness.model_copy(update={"enabled": True}),
                 "models": cfg.models.model_copy(update={"dir": spec["liveness_models"]})})
         grabbed: list[float] = []
+        cpu: list[float] = []
         recorder = RecordingSink()
         daemon = Daemon(cfg, embedder=embedder_from_config(cfg), notifier=Notifier({}), sinks=[recorder],
-                        capture_factory=lambda src, api: _StampedCapture(opencv_capture(src, api), grabbed))
+                        capture_factory=lambda src, api: _StampedCapture(opencv_capture(src, api), grabbed, cpu))
         stats = daemon.run()
     except EdgedError as exc:
         print(f"edged: error: {exc}", file=sys.stderr)
         return 1
-    result = {"stats": stats.to_dict(), "grabbed": grabbed, "peak_rss_mb": peak_rss_mb(),
+    result = {"stats": stats.to_dict(), "grabbed": grabbed, "cpu": cpu, "peak_rss_mb": peak_rss_mb(),
               "events": [{"wall": w, "type": str(e.kind), "person": e.person, "frame": e.frame}
                          for w, e in recorder.items if isinstance(e, IdentityEvent) and not e.resumed]}
     Path(spec["out"]).write_text(json.dumps(result))
@@ -104,17 +111,23 @@ def e2e_child_main(argv: Sequence[str]) -> int:
 
 def run_daemon_child(config_path: str | None, clip: Path, gallery: Path, workdir: Path,
                      timeout_s: float = 600.0, liveness_models: Path | None = None,
-                     web: tuple[int, Path] | None = None) -> dict[str, Any]:
+                     web: tuple[int, Path] | None = None, camera: Mapping[str, Any] | None = None,
+                     models_dir: Path | None = None, detector: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Start the child, wait for it, return what it wrote; BenchError with its last error line on failure.
     `liveness_models`: a models directory with the MiniFASNet files: the run has liveness on. `web`: (port,
-    auth file): the run serves the web page there."""
+    auth file): the run serves the web page there. `camera`: camera settings over the bench's (every frame,
+    no pacing). `models_dir`: the child's $EDGED_MODELS (the bench's, with RetinaFace). `detector`: detector
+    settings over the config's."""
     spec = {"config": config_path, "clip": str(clip), "gallery": str(gallery), "out": str(workdir / "e2e.json"),
             "liveness_models": str(liveness_models) if liveness_models else None,
-            "web_port": web[0] if web else None, "web_auth": str(web[1]) if web else None}
+            "web_port": web[0] if web else None, "web_auth": str(web[1]) if web else None,
+            "camera": dict(camera) if camera else None, "detector": dict(detector) if detector else None}
     spec_path = workdir / "e2e-spec.json"
     spec_path.write_text(json.dumps(spec))
     drop = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} | ({"EDGED_MODELS"} if liveness_models else set())
     env = {k: v for k, v in os.environ.items() if k not in drop}
+    if models_dir is not None and not liveness_models:
+        env["EDGED_MODELS"] = str(models_dir)
     code = "import sys; from edged.bench.e2e import e2e_child_main; sys.exit(e2e_child_main(sys.argv[1:]))"
     try:
         done = subprocess.run([sys.executable, "-c", code, str(spec_path)], capture_output=True, text=True,

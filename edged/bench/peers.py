@@ -179,6 +179,7 @@ def bench_face_recognition_style(frames: Sequence[np.ndarray], first_index: int,
     same decoded frames (decoding excluded from both), interleaved rounds, medians."""
     from edged.gallery.match import MatchRule
     from edged.gallery.store import Gallery
+    from edged.models.detectors import face_detector
     from edged.runtime.pipeline import RecognitionPipeline
     from edged.types import Box, EventKind, Frame
     from edged.vision.align import FaceAligner
@@ -188,7 +189,9 @@ def bench_face_recognition_style(frames: Sequence[np.ndarray], first_index: int,
     with Gallery(gallery_path, create=False) as gallery:
         snapshot = gallery.snapshot(embedder.version)
     matcher = MatchRule.of(embedder, cfg.embedder, cfg.match).matcher(snapshot)
-    detector = FaceDetector(cfg.detector.backend, upsample=cfg.detector.upsample)
+    # like for like with the peer's detector: HOG unless the config names another backend
+    detector = FaceDetector("hog", upsample=cfg.detector.upsample) if cfg.detector.backend == "auto" \
+        else face_detector(cfg)[0]
     aligner = FaceAligner(embedder.alignment)
     blank = np.zeros((64, 64, 3), np.uint8)
     detector.detect(blank)

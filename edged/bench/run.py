@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edged.bench.cameras import MINIFASNET_DIR, MINIFASNET_FILES, bench_cameras, bench_models_dir
 from edged.bench.common import (
     CLIP,
     LATENCY_PERSON,
@@ -65,18 +66,12 @@ def _workdir() -> Iterator[Path]:
 
 
 def _liveness_run(config_path: str | None, shared: Path, gallery: Path, work: Path, fps: float,
-                  without: dict[str, Any]) -> dict[str, Any]:
-    """The same end-to-end run with passive liveness on every track (MiniFASNet from ../shared), side by side
-    with the run without: real-time factors and the cost per tracked face per checked frame."""
-    onnx = shared / "models" / "minifasnet" / "onnx"
-    names = ("MiniFASNetV2.onnx", "MiniFASNetV1SE.onnx")
-    if not all((onnx / n).is_file() for n in names):
-        return {"skipped": f"no MiniFASNet files in {onnx}"}
-    models = work / "liveness-models"
-    models.mkdir(exist_ok=True)
-    for n in names:
-        if not (models / n).exists():
-            (models / n).symlink_to((onnx / n).resolve())
+                  without: dict[str, Any], models: Path) -> dict[str, Any]:
+    """The same end-to-end run with passive liveness on every track (MiniFASNet from ../shared, in the bench's
+    models directory), side by side with the run without: real-time factors and the cost per tracked face per
+    checked frame."""
+    if not all((models / n).is_file() for n in MINIFASNET_FILES):
+        return {"skipped": f"no MiniFASNet files in {shared / MINIFASNET_DIR}"}
     child = run_daemon_child(config_path, shared / CLIP, gallery, work, liveness_models=models)
     summary = e2e_summary(child, fps, LATENCY_PERSON)
     p = child["stats"]["pipeline"]
@@ -147,18 +142,31 @@ def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
         stages["match"]["door_rule"] = bench_door_rule(MatchRule.of(embedder, cfg.embedder, cfg.match), plan)
         report["stages"] = stages
         note("end to end")
+        from edged.models.store import models_dir
+
+        models = bench_models_dir(shared, work, models_dir(cfg.models.dir))
         enrolled = enroll_known(gallery, embedder, shared, cfg)
         _, fps = read_clip(shared / CLIP, (0, 1))
-        child = run_daemon_child(config_path, shared / CLIP, gallery, work)
+        child = run_daemon_child(config_path, shared / CLIP, gallery, work, models_dir=models)
+        from edged.models.detectors import choose_detector
+
         report["end_to_end"] = {"clip": CLIP.name, "embedder": embedder.name, "enrolled": enrolled,
                                 "config": config_path or "built-in defaults",
+                                "detector": choose_detector(cfg.detector, models, check=False).backend,
                                 "outputs": "the event stream recorded in the child (no MQTT)",
                                 **e2e_summary(child, fps, LATENCY_PERSON)}
-        report["end_to_end_liveness"] = _liveness_run(config_path, shared, gallery, work, fps, report["end_to_end"])
+        hog = e2e_summary(run_daemon_child(config_path, shared / CLIP, gallery, work, models_dir=models,
+                                           detector={"backend": "hog"}), fps, LATENCY_PERSON)
+        report["end_to_end"]["with_hog"] = {k: hog[k] for k in ("realtime_factor", "fps", "faces_detected", "tracks",
+                                                                 "embeds", "peak_rss_mb", "latency")}
+        report["end_to_end_liveness"] = _liveness_run(config_path, shared, gallery, work, fps, report["end_to_end"],
+                                                      models)
         note("end to end with the web page")
         from edged.bench.web import web_runs
 
-        report["end_to_end_web"] = web_runs(config_path, shared / CLIP, gallery, work, fps, plan)
+        report["end_to_end_web"] = web_runs(config_path, shared / CLIP, gallery, work, fps, plan, models)
+        note("real cameras: 1080p, 720p, detectors, idle scene")
+        report["cameras"] = bench_cameras(config_path, shared, gallery, work, plan, models, cfg, embedder)
         note("face_recognition-style peer")
         frames, _ = read_clip(shared / CLIP, plan.peer_frames)
         first = plan.peer_frames[0] if plan.peer_frames else 0

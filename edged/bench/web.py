@@ -60,9 +60,10 @@ class LiveWatcher(threading.Thread):
 
 
 def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps: float,
-             plan: BenchPlan) -> dict[str, Any]:
+             plan: BenchPlan, models: Path | None = None) -> dict[str, Any]:
     """Real-time factors of the daemon without the page, with it on and idle, and with it watched: medians of
-    rounds that run the three interleaved (plain, idle, watched, plain, idle, watched...)."""
+    rounds that run the three interleaved (plain, idle, watched, plain, idle, watched...). `models`: the
+    children's models directory."""
     from edged.web.auth import AuthFile
 
     password = secrets.token_urlsafe(16)
@@ -72,15 +73,16 @@ def web_runs(config_path: str | None, clip: Path, gallery: Path, work: Path, fps
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], "idle": [], "watched": []}
     frames_seen: list[float] = []
     for _ in range(rounds):
-        runs["plain"].append(e2e_summary(run_daemon_child(config_path, clip, gallery, work), fps, ""))
-        runs["idle"].append(e2e_summary(run_daemon_child(config_path, clip, gallery, work,
-                                                         web=(free_port(), auth)), fps, ""))
+        runs["plain"].append(e2e_summary(run_daemon_child(config_path, clip, gallery, work, models_dir=models),
+                                         fps, ""))
+        runs["idle"].append(e2e_summary(run_daemon_child(config_path, clip, gallery, work, web=(free_port(), auth),
+                                                         models_dir=models), fps, ""))
         port = free_port()
         stop = threading.Event()
         watcher = LiveWatcher(port, password, stop)
         watcher.start()
         try:
-            child = run_daemon_child(config_path, clip, gallery, work, web=(port, auth))
+            child = run_daemon_child(config_path, clip, gallery, work, web=(port, auth), models_dir=models)
         finally:
             stop.set()
             watcher.join(10.0)

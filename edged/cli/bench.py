@@ -122,6 +122,13 @@ def format_report(r: dict[str, Any]) -> list[str]:
                      f"{lat['recognized_frame']}: latency {lat['video_s']:.3f} s video, {wall} wall")
     else:
         lines.append(f"  {lat['person']} was not recognized")
+    hog = e2e.get("with_hog")
+    if hog:
+        lines.append(f"  the same run with detector.backend hog: {hog['realtime_factor'] or 0:.2f}x real time, "
+                     f"{hog['faces_detected']} faces (with {e2e.get('detector', '-')}: {e2e['faces_detected']}), "
+                     f"{hog['tracks']} tracks ({e2e['tracks']}), {hog['embeds']} embeddings ({e2e['embeds']}), "
+                     f"peak RSS {hog['peak_rss_mb']:.0f} MB; {lat['person']} recognized on frame "
+                     f"{hog['latency'].get('recognized_frame', '-')}")
     budget = e2e["stage_ms_per_frame"]
     lines.append("  per-frame budget (ms): " + ", ".join(f"{k} {val:.2f}" for k, val in budget.items())
                  + f" (real time allows {e2e['frame_budget_ms_realtime']:.1f})")
@@ -148,6 +155,8 @@ def format_report(r: dict[str, Any]) -> list[str]:
                      f"{factor('realtime_factor_without_web')} without the page (idle/without "
                      f"{web['idle_vs_without'] or 0:.3f}, watched/without {web['watched_vs_without'] or 0:.3f})")
 
+    lines += _camera_lines(r.get("cameras") or {})
+
     rt = peers["nn4_runtimes"]
     rows = []
     for n in (1, 16, 64):
@@ -172,4 +181,44 @@ def format_report(r: dict[str, Any]) -> list[str]:
               *_table(rows, ["pipeline", "frames/s", "ms/frame"]),
               f"  ratio edged/peer time per frame {fr['ratio_edged_time_per_frame']:.3f} "
               f"(speed-up {fr['speedup']:.1f}x)"]
+    return lines
+
+
+def _camera_lines(cam: dict[str, Any]) -> list[str]:
+    """The real-cameras part: detectors side by side, faces found against the reference, 1080p/720p, idle."""
+    if not cam:
+        return []
+    if "skipped" in cam:
+        return ["", f"Real cameras: skipped ({cam['skipped']})"]
+    lines = ["", f"Real cameras (detector {cam['detector']})"]
+    det = cam["detectors"]
+    if "skipped" in det:
+        lines.append(f"  detectors: skipped ({det['skipped']})")
+    else:
+        names = list(next(iter(det["sizes"].values())))
+        rows = [[label, *(f"{row[n]['ms']:.1f} ms, {row[n]['faces']} faces" for n in names)]
+                for label, row in det["sizes"].items()]
+        lines += [f"  detectors on {det['frames']} (median ms per detection, faces found):",
+                  *("  " + ln for ln in _table(rows, ["size", *names], left=(0,)))]
+        lfw = det["lfw_where_hog_failed"]
+        lines.append("  LFW images where HOG found no face: " + (
+            f"skipped ({lfw['skipped']})" if "skipped" in lfw else
+            f"RetinaFace finds {lfw['retinaface_found']} of {lfw['images']}"))
+    t = cam["tracks"]
+    lines.append(f"  faces found on the 1080p pedestrians video: {t['found']} of {t['reference_tracks']} reference "
+                 f"tracks ({100 * (t['found_fraction'] or 0):.0f}%; {t['reference']}), the pipeline "
+                 f"({t['pipeline_detector']}) started {t['pipeline_tracks']} tracks")
+    for label in ("pedestrians_1080p", "pedestrians_720p"):
+        row = cam[label]
+        lines.append(f"  {label}: {row['realtime_factor'] or 0:.2f}x real time ({row['fps']:.1f} frames/s), "
+                     f"{row['frames_dropped']} dropped, {row['faces_detected']} faces, {row['tracks']} tracks, "
+                     f"{row['embeds']} embeddings, {row['cpu_cores_busy']:.2f} cores busy; ms per frame: "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in row["stage_ms_per_frame"].items() if v))
+    idle = cam["idle"]
+    after = idle.get("first_recognition_after_s")
+    lines.append(f"  idle scene ({idle['still_s']:.0f} s still, then a face): "
+                 f"{idle.get('cpu_percent_of_one_core', '-')}% of one core, {idle['detector_runs']} detector runs, "
+                 f"{idle.get('motion_skipped')} frames skipped for no motion; "
+                 + (f"{idle['recognized']} recognised {after:.2f} s (wall) after appearing" if after is not None
+                    else "the face was not recognised"))
     return lines

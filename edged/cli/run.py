@@ -89,6 +89,16 @@ def cmd_check_config(ctx: Context) -> int:
                 results.append({"file": name, "ok": False, "problems": [f"{name}: liveness.enabled: {exc}"]})
                 continue
         notes = []
+        from edged.models.detectors import choose_detector
+        from edged.models.store import models_dir
+
+        try:
+            choice = choose_detector(cfg.detector, models_dir(cfg.models.dir), check=False)
+        except EdgedError as exc:
+            results.append({"file": name, "ok": False, "problems": [f"{name}: detector.backend: {exc}"]})
+            continue
+        if choice.note:
+            notes.append(choice.note)
         if cfg.mqtt.username and mqtt_password(cfg.mqtt) is None:
             notes.append("mqtt.username is set but no password was found (mqtt.password, password_file, "
                          "$EDGED_MQTT_PASSWORD or $CREDENTIALS_DIRECTORY/mqtt_password)")

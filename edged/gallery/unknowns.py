@@ -734,6 +734,9 @@ def ignore_photos(gallery_path: str | os.PathLike[str], label: str, items: Seque
     return report
 
 
+#: Stored unknown faces closer than this many times an enrolled person's threshold are taken for that person
+#: (dlib: 1.5 x 0.125 = 0.19, about the LFW verification threshold 0.18), not for strangers of the cohort.
+COHORT_SELF_FACTOR = 1.5
 #: Stored impostor faces used for the margin test (newest first).
 COHORT_LIMIT = 5000
 
@@ -741,14 +744,15 @@ COHORT_LIMIT = 5000
 def site_matcher(gallery: Gallery, rule: MatchRule, snapshot: GallerySnapshot, embedder_version: str,
                  cohort_limit: int = COHORT_LIMIT) -> Matcher:
     """The rule's matcher with what this site knows: the ignore list, and the stored strangers as the cohort of
-    the margin test. A stored unknown face that lies within an enrolled person's threshold is left out of the
-    cohort: it may be that person on a bad day, and must not make them harder to recognise next time (a user
-    who names that visit enrolls it instead)."""
+    the margin test. A stored unknown face that lies within `COHORT_SELF_FACTOR` times an enrolled person's
+    threshold is left out of the cohort: it may be that person on a bad day (a blurred first look after a
+    turn), and must not make them "ambiguous" at the door from then on (a user who names that visit enrolls
+    it instead)."""
     version = embedder_version
     ignore = ignore_snapshot(gallery, version)
     faces = cohort(gallery, version, cohort_limit)
     if len(faces) and len(snapshot.names):
         plain = rule.matcher(snapshot)
         sc = plain.scores(faces)
-        faces = faces[sc.s1 > plain.threshold_of(sc)]
+        faces = faces[sc.s1 > COHORT_SELF_FACTOR * plain.threshold_of(sc)]
     return rule.matcher(snapshot, cohort=faces, ignore=ignore)

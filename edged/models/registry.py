@@ -7,8 +7,9 @@ from its `url` into the models directory (checked against `md5` and/or `sha256`)
 it lives beside the registry file and is installed by being there.
 
 `kind` says what a model is: "embedder" (the default: the files are alternative formats of one set of
-weights, `fetch` installs one) or "liveness" (the MiniFASNet texture models: no threshold or alignment, every
-file is part of the model and `fetch` installs them all; format "onnx").
+weights, `fetch` installs one), "liveness" (the MiniFASNet texture models: no threshold or alignment, every
+file is part of the model and `fetch` installs them all; format "onnx") or "detector" (the RetinaFace face
+detector: likewise, formats "prototxt" and "caffemodel").
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ REGISTRY_ENV = "EDGED_REGISTRY"
 #: Model names: letters, digits and ._+- (at most 64).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _HEX = {"md5": 32, "sha256": 64}
-_FORMATS = ("t7", "pt", "edged", "onnx")
+_FORMATS = ("t7", "pt", "edged", "onnx", "prototxt", "caffemodel")
 #: Kinds of model: an embedder's weights (alternative files of one set: one is fetched), or the liveness
 #: models (`edged.vision.antispoof`: every file is needed, all are fetched).
-KINDS = ("embedder", "liveness")
+KINDS = ("embedder", "liveness", "detector")
 
 
 class RegistryError(EdgedError):
@@ -81,7 +82,7 @@ class ModelEntry:
     #: margin; None = derived from `threshold`.
     open_set_threshold: float | None = None
     open_set_max_ratio: float | None = None
-    #: "embedder" (files are alternatives) or "liveness" (every file is part of the model).
+    #: "embedder" (files are alternatives), "liveness" or "detector" (every file is part of the model).
     kind: str = "embedder"
 
     def files_to_fetch(self, fmt: str | None = None) -> list[ModelFile]:

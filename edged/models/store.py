@@ -16,12 +16,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged.config import DEFAULT_MODELS_DIR
-from edged.embed.nn4.weights import LoadedWeights, ModelIdentity, file_digests, read_weights, save_weights
 from edged.errors import EdgedError, ModelFileError, ModelNotInstalledError
+from edged.fileio import file_digests
 from edged.models.registry import NAME_RE, ModelEntry, ModelFile, Registry
+
+if TYPE_CHECKING:
+    from edged.embed.nn4.weights import LoadedWeights, ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,8 @@ def _checked_digests(model: InstalledModel) -> tuple[str, str]:
 def identify(model: InstalledModel, weights: LoadedWeights, md5: str, sha256: str,
              registry: Registry) -> ModelIdentity:
     """Name, version, threshold and alignment of loaded weights."""
+    from edged.embed.nn4.weights import ModelIdentity
+
     match = registry.match(md5, sha256)
     entry = match[0] if match else None
     meta = weights.meta
@@ -193,6 +198,8 @@ def identify(model: InstalledModel, weights: LoadedWeights, md5: str, sha256: st
 def load_model(model: InstalledModel, registry: Registry) -> tuple[LoadedWeights, ModelIdentity]:
     """Checksums (registry files), then the layer-by-layer weights check; identity of the result."""
     md5, sha = _checked_digests(model)
+    from edged.embed.nn4.weights import read_weights  # torch: only when nn4 weights are read
+
     weights = read_weights(model.path)
     identity = identify(model, weights, md5, sha, registry)
     if identity.alignment != NN4_ALIGNMENT:
@@ -235,13 +242,22 @@ def _download(url: str, dest: Path, limit: int, timeout: float, progress: Progre
 
 
 def _check_structure(path: Path, file: ModelFile, label: str) -> None:
-    """A downloaded file must be what its format says: nn4 weights layer by layer, or a loadable ONNX model
-    of the liveness models' shape (raises ModelFileError)."""
-    if file.format == "onnx":
+    """A downloaded file must be what its format says: nn4 weights layer by layer, a loadable ONNX model
+    of the liveness models' shape, or a Caffe network description OpenCV reads (raises ModelFileError); a
+    .caffemodel is checked by its checksum only (OpenCV reads it only with its description)."""
+    if file.format == "prototxt":
+        from edged.vision.detect import check_prototxt
+
+        check_prototxt(path, label)
+    elif file.format == "caffemodel":
+        return
+    elif file.format == "onnx":
         from edged.vision.antispoof import check_model_file
 
         check_model_file(path, label)
     else:
+        from edged.embed.nn4.weights import read_weights
+
         read_weights(path, fmt="pt" if file.format == "edged" else file.format, label=label)
 
 
@@ -335,6 +351,8 @@ def import_weights(source: str | Path, directory: Path, registry: Registry, *, n
     src = Path(source).expanduser()
     if not src.exists():
         raise ModelFileError(f"{src}: no such file or directory")
+    from edged.embed.nn4.weights import read_weights, save_weights
+
     weights = read_weights(src)
     md5, sha = file_digests(src)
     match = registry.match(md5, sha)

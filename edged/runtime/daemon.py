@@ -48,6 +48,7 @@ from edged.machine import cpu_seconds, peak_rss_mb
 from edged.models.embedders import embedder_from_config
 from edged.runtime.access import check_people
 from edged.runtime.outputs import build_sinks
+from edged.runtime.overload import Governor, Load, LoadWindow, OverloadWatch
 from edged.runtime.pipeline import RecognitionPipeline
 from edged.runtime.sinks import EventSink, EventStream
 from edged.runtime.stats import RunStats
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds the processing loop waits for a frame before doing housekeeping.
 POLL_S = 0.1
+#: Overload: the load is sampled this often (seconds), over this window; the warning at most this often.
+LOAD_SAMPLE_S = 1.0
+LOAD_WINDOW_S = 60.0
+OVERLOAD_LOG_EVERY_S = 60.0
 #: Budget for closing each sink (flush in-flight messages, publish offline).
 SINK_CLOSE_S = 1.0
 #: How often newly stored strangers are taken into the margin test (seconds).
@@ -109,6 +114,12 @@ class Daemon:
         self._first_frame_at: float | None = None
         self._stalled = False
         self._last_frame_at: float | None = None
+        #: Overload: the last minute's frames and busy time, the detector cadence governor, the warning.
+        self._load_window = LoadWindow(LOAD_WINDOW_S)
+        self._governor = Governor(max_factor=cfg.detector.max_cadence_factor)
+        self._overload = OverloadWatch(cfg.service.overload_drop_fraction, OVERLOAD_LOG_EVERY_S)
+        self._load = Load(0.0, 0, 0, 0.0)
+        self._busy_s = 0.0
 
     # ---- control (any thread, signal handlers) ----
 
@@ -143,6 +154,9 @@ class Daemon:
                      cfg.device_id, cfg.camera.name, self.gallery_path, self.embedder.name, self.rule.threshold,
                      self.rule.max_ratio if self.rule.max_ratio is not None else "off")
             self._pipeline = RecognitionPipeline.from_config(cfg, self.embedder)
+            if self._pipeline.detector_note:
+                log.warning("%s", self._pipeline.detector_note)
+            log.info("detector: %s, detection scale %s", self._pipeline.detector.backend, cfg.detector.scale)
             self.stats.pipeline = self._pipeline.stats
             self._gallery = Gallery(self.gallery_path, create=self.create)
             sinks = build_sinks(cfg, self.gallery_path, self.embedder, emit=lambda item: self.stream.emit(item),
@@ -181,8 +195,12 @@ class Daemon:
         last_watchdog = 0.0
         next_reload_check = time.monotonic() + self.cfg.gallery.reload_check_s
         fps_window: deque[float] = deque(maxlen=60)
+        next_load = time.monotonic() + LOAD_SAMPLE_S
         while not self.stop_event.is_set():
             now = time.monotonic()
+            if now >= next_load:
+                self._watch_load(now)
+                next_load = now + LOAD_SAMPLE_S
             if self._reload_requested.is_set() or now >= next_reload_check:
                 self._maybe_reload(forced=self._reload_requested.is_set())
                 next_reload_check = now + self.cfg.gallery.reload_check_s
@@ -229,7 +247,9 @@ class Daemon:
             self._stalled = False
         if self._first_frame_at is None:
             self._first_frame_at = time.monotonic()
+        started = time.monotonic()
         result = self._pipeline.process(frame)
+        self._busy_s += time.monotonic() - started
         for report in result.liveness:
             log.info("liveness: track %d %s (%s)", report.track_id,
                      {True: "live", False: "refused", None: "undecided"}[report.live], "; ".join(report.reasons[:3]))
@@ -335,10 +355,38 @@ class Daemon:
         if source.state == SourceState.RECONNECTING:
             camera += f" ({source.detail}; attempt {source.failures}, retry in {source.retry_in_s:.1f} s)"
         outputs = self.stream.status
+        load = self._load
+        overloaded = self._overload.overloaded(load)
+        if overloaded:
+            camera += (f"; overloaded: {100 * load.dropped_fraction:.0f}% of frames dropped in the last "
+                       f"{load.seconds:.0f} s")
         line = (f"{fps:.1f} fps, {tracks} track{'s' if tracks != 1 else ''}, last: {self._last_person or '-'}; "
                 f"{camera}" + (f"; {outputs}" if outputs else ""))
         return Health(line, round(fps, 2), source.state, tracks, self._last_person, time.time(), self._stalled,
-                      source.frames_dropped)
+                      source.frames_dropped, round(100 * load.dropped_fraction, 1), overloaded,
+                      self._pipeline.detect_every_n)
+
+    def _watch_load(self, now: float) -> None:
+        """Once a second: the last minute's dropped frames and busy time; adapt the detector cadence (live
+        sources and realtime files) and say so when frames are being dropped."""
+        assert self._grabber is not None and self._pipeline is not None
+        source = self._grabber.status()
+        self._load = self._load_window.add(now, source.frames_read, source.frames_dropped, self._busy_s)
+        if self._grabber.is_file and not self.cfg.camera.realtime:
+            return  # read as fast as processing goes: nothing is dropped, the cadence stays as configured
+        factor = self._governor.update(now, self._load)
+        if factor is not None:
+            before = self._pipeline.detect_every_n
+            self._pipeline.cadence_factor = factor
+            self.stats.cadence_changes += 1
+            self.stats.max_cadence_factor = max(self.stats.max_cadence_factor, factor)
+            log.info("camera %s: the frame loop is %d%% busy, %d frames dropped in the last %.0f s: the detector "
+                     "now runs every %d frames (was %d)", self.cfg.camera.name, round(100 * self._load.busy),
+                     self._load.dropped, self._load.seconds, self._pipeline.detect_every_n, before)
+        warning = self._overload.warning(now, self._load, self.cfg.camera.name, self._pipeline.detect_every_n)
+        if warning:
+            self.stats.overload_warnings += 1
+            log.warning("%s", warning)
 
     def _report_status(self, fps_window: deque[float]) -> None:
         fps = 0.0

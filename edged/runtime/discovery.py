@@ -129,7 +129,9 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
             ("camera_state", "Camera state", "{{ value_json.camera }}", {}),
             ("queue", "Broker queue", "{{ value_json.queue }}", {"state_class": "measurement"}),
             ("gallery", "People enrolled", "{{ value_json.people }}", {"state_class": "measurement"}),
-            ("dropped", "Dropped frames", "{{ value_json.frames_dropped }}", {"state_class": "total_increasing"})):
+            ("dropped", "Dropped frames", "{{ value_json.frames_dropped }}", {"state_class": "total_increasing"}),
+            ("dropped_percent", "Frames dropped (last minute)", "{{ value_json.frames_dropped_percent }}",
+             {"unit_of_measurement": "%", "state_class": "measurement"})):
         out[topics.config("sensor", key)] = {
             **common, "name": name, "unique_id": f"{topics.node}_{key}", "state_topic": topics.status,
             "value_template": template, "entity_category": "diagnostic", **extra}

@@ -325,7 +325,9 @@ class MqttPublisher:
                         b"stalled" if health.camera_stalled else str(health.camera).encode())
         status = {"fps": round(health.fps, 1), "camera": "stalled" if health.camera_stalled else str(health.camera),
                   "tracks": health.tracks, "last_person": health.last_person, "queue": queue, "people": people,
-                  "frames_dropped": frames_dropped, "unknown_today": unknown_today,
+                  "frames_dropped": frames_dropped, "frames_dropped_percent": health.dropped_percent,
+                  "overloaded": health.overloaded, "detect_every_n": health.detect_every_n,
+                  "unknown_today": unknown_today,
                   "timestamp": iso8601(health.wall)}
         self._set_state(self.topics.status, compact(status))
 

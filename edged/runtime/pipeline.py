@@ -7,9 +7,11 @@ the injected `timer`, used for per-stage time totals in the statistics, never fo
 Work is kept to what a track needs:
 
 * the detector runs every `detector.every_n_frames` processed frames, or on the next frame when
-  a correlation tracker lost its face, on the frame downscaled by `detector.scale`; every
+  a correlation tracker lost its face, on the frame downscaled by `detector.scale` (auto: to at most 960 px
+  wide; the faces are still aligned and embedded from the full frame); every
   `detector.small_faces_every_n_frames` frames (and on the first) it runs with one more upsample
   step, so that faces too small for the cheap run (a person still far from the door) start tracks;
+  while no face is tracked it runs only on frames where something moved (`detector.motion_gate`);
 * between detections the tracks still being recognised follow their faces with the correlation
   tracker (`edged.track`); settled tracks keep their last detected box until the next detection;
 * a track is aligned and embedded only while its vote is not settled (so a new face is
@@ -42,13 +44,17 @@ from edged.types import (
     Frame,
     IdentityEvent,
     LivenessReport,
+    MatchResult,
     Observation,
     PresenceChange,
 )
 from edged.vision.align import FaceAligner
 from edged.vision.detect import MAX_UPSAMPLE, FaceDetector
+from edged.vision.motion import MotionGate
 from edged.vision.quality import assess, low_quality_reason
 
+#: An unknown face whose box area grew by this factor since its last re-check is re-checked without backoff.
+RECHECK_GROWTH = 1.5
 STAGES = ("detect", "track", "align", "embed", "match", "liveness")
 
 __all__ = ["STAGES", "FrameResult", "Observation", "RecognitionPipeline"]
@@ -77,6 +83,8 @@ class PipelineStats:
     detector_runs: int = 0
     #: Detector runs with one more upsample step (`detector.small_faces_every_n_frames`).
     small_face_scans: int = 0
+    #: Frames due for detection that were not detected on: nothing moved and no face was tracked.
+    motion_skipped: int = 0
     faces_detected: int = 0
     tracks_started: int = 0
     embeds: int = 0
@@ -108,7 +116,10 @@ class RecognitionPipeline:
         self.liveness = liveness
         self.tracking = tracking
         self.embedder = embedder
-        self.detector = detector or FaceDetector(detection.backend, upsample=detection.upsample)
+        self.detector = detector or FaceDetector("hog" if detection.backend == "auto" else detection.backend,
+                                                 upsample=detection.upsample, min_score=detection.min_score)
+        #: How `detector.backend: auto` was resolved, when it fell back (`from_config`); else None.
+        self.detector_note: str | None = None
         self.aligner = aligner or FaceAligner(embedder.alignment)
         self.tracker = Tracker(tracking.iou_min, tracking.max_age_s, tracking.correlation, tracking.lost_psr)
         self.voter = Voter(vote.k, vote.m, tracking.left_after_s)
@@ -117,10 +128,25 @@ class RecognitionPipeline:
         self.stats = PipelineStats()
         self._timer = timer
         self._since_detect = detection.every_n_frames  # detect on the first frame
+        #: `detector.every_n_frames` is multiplied by this (the daemon's `Governor` raises it under load).
+        self.cadence_factor = 1
         self._since_small = detection.small_faces_every_n_frames  # with the small-face scan
+        self.motion = MotionGate(pixel_threshold=detection.motion_pixel_threshold,
+                                 min_fraction=detection.motion_min_fraction) if detection.motion_gate else None
+        #: Timeline seconds since when nothing moved and no face was tracked (None: something is going on).
+        self._still_since: float | None = None
         self._last_recognized: dict[int, float] = {}
+        #: Tracks whose face was too poor to be named: the embedding and match of their first poor look.
+        self._poor_looks: dict[int, tuple[np.ndarray, MatchResult]] = {}
+        #: Unknown tracks: (current re-check interval, box area when the interval was last reset).
+        self._recheck: dict[int, tuple[float, float]] = {}
         self._track_first: dict[int, tuple[int, float, float]] = {}
         self._samples: dict[int, list[FaceSample]] = {}
+
+    @property
+    def detect_every_n(self) -> int:
+        """Frames between detector runs now."""
+        return self.detection.every_n_frames * self.cadence_factor
 
     @property
     def liveness_enabled(self) -> bool:
@@ -131,6 +157,12 @@ class RecognitionPipeline:
         """The pipeline with the config sections it needs."""
         samples = cfg.unknowns.samples_per_visit if cfg.unknowns.enabled else 0
         aligner = FaceAligner(embedder.alignment)
+        note = None
+        if detector is None:
+            from edged.models.detectors import face_detector  # the models directory's RetinaFace files
+
+            detector, choice = face_detector(cfg)
+            note = choice.note
         liveness = None
         if cfg.liveness.enabled:
             from edged.models.liveness import texture_model  # onnxruntime only when liveness is on
@@ -138,14 +170,17 @@ class RecognitionPipeline:
             texture = texture_model(cfg) if cfg.liveness.require != "motion" else None
             shared = aligner.predictor if aligner.predictor.points == 68 else None  # nn4: one 68-point model
             liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared)
-        return cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
-                   aligner=aligner, quality=cfg.quality, samples_per_track=samples, liveness=liveness)
+        pipeline = cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
+                       aligner=aligner, quality=cfg.quality, samples_per_track=samples, liveness=liveness)
+        pipeline.detector_note = note
+        return pipeline
 
     def set_matcher(self, matcher: Matcher | None, removed_people: set[str] | None = None
                     ) -> tuple[list[IdentityEvent], list[PresenceChange]]:
         """Use a new gallery; every live track is recognised again. Returns the `left` events and presence
         changes of people removed (or renamed)."""
         self.matcher = matcher
+        self._poor_looks.clear()  # matched against the old gallery
         self.voter.unsettle_all()
         removed = removed_people or set()
         return self.voter.forget(removed), self.presence.forget(removed)
@@ -155,7 +190,7 @@ class RecognitionPipeline:
     def process(self, frame: Frame) -> FrameResult:
         image, t = frame.image, frame.t
         self.stats.frames += 1
-        detections = self._detect(image)
+        detections = self._detect(image, t)
         start = self._timer()
         live = self.liveness
         follow = {tr.id for tr in self.tracker.tracks
@@ -207,6 +242,8 @@ class RecognitionPipeline:
     def _end_track(self, track_id: int, t: float) -> None:
         self.voter.track_ended(track_id, t)
         self._last_recognized.pop(track_id, None)
+        self._recheck.pop(track_id, None)
+        self._poor_looks.pop(track_id, None)
         self._track_first.pop(track_id, None)
         self._samples.pop(track_id, None)
         if self.liveness is not None:
@@ -216,6 +253,8 @@ class RecognitionPipeline:
         """The stream ended: every track ends, `left` for all announced tracks, everyone absent."""
         self.tracker.end_all()
         self._last_recognized.clear()
+        self._recheck.clear()
+        self._poor_looks.clear()
         self._samples.clear()
         if self.liveness is not None:
             self.liveness.clear()
@@ -223,12 +262,26 @@ class RecognitionPipeline:
 
     # ---- stages ----
 
-    def _detect(self, image: np.ndarray) -> list[Box] | None:
+    def _detect(self, image: np.ndarray, t: float) -> list[Box] | None:
         dcfg = self.detection
         self._since_detect += 1
         self._since_small += 1
+        scale = dcfg.scale_for(image.shape[1])
         small = dcfg.small_faces_every_n_frames > 0 and self._since_small >= dcfg.small_faces_every_n_frames
-        if not small and self._since_detect < dcfg.every_n_frames and not self.tracker.any_lost:
+        if small and self.detector.smallest_face_px(scale) <= dcfg.min_face_px:
+            small = False  # the normal run already finds every face big enough to use (RetinaFace at 1/2)
+            self._since_small = 0
+        still = False
+        if self.motion is not None:  # every frame: the reference stays fresh
+            if self.motion.moved(image) or self.tracker.tracks:
+                self._still_since = None
+            elif self._still_since is None:
+                self._still_since = t
+            still = self._still_since is not None and t - self._still_since >= dcfg.motion_idle_after_s
+        if not small and self._since_detect < self.detect_every_n and not self.tracker.any_lost:
+            return None
+        if still:
+            self.stats.motion_skipped += 1  # an empty, still picture: the next frame that moves is detected on
             return None
         self._since_detect = 0
         upsample = None
@@ -237,7 +290,7 @@ class RecognitionPipeline:
             upsample = min(self.detector.upsample + 1, MAX_UPSAMPLE)
             self.stats.small_face_scans += 1
         start = self._timer()
-        boxes = [b for b in self.detector.detect(image, dcfg.scale, upsample)
+        boxes = [b for b in self.detector.detect(image, scale, upsample)
                  if min(b.width, b.height) >= dcfg.min_face_px]
         self.stats.seconds["detect"] += self._timer() - start
         self.stats.detector_runs += 1
@@ -251,8 +304,25 @@ class RecognitionPipeline:
             return True
         every = self.tracking.recognize_every_s
         if self.voter.identity(track.id) == UNKNOWN:  # a face turning towards the camera may still be named
-            every = min(every, self.tracking.recheck_unknown_s) if every > 0 else self.tracking.recheck_unknown_s
+            recheck, area = self._recheck.get(track.id, (self.tracking.recheck_unknown_s, 0.0))
+            if area > 0 and track.box.area >= RECHECK_GROWTH * area:
+                recheck = self.tracking.recheck_unknown_s  # coming closer: look again soon
+            every = min(every, recheck) if every > 0 else recheck
         return every > 0 and t - self._last_recognized.get(track.id, -np.inf) >= every
+
+    def _rechecked(self, track: Track) -> None:
+        """An unknown track was looked at again and is still unknown: the next look waits twice as long (up to
+        `recheck_unknown_max_s`), unless the face grew by `RECHECK_GROWTH` since the backoff started."""
+        base = self.tracking.recheck_unknown_s
+        top = max(base, self.tracking.recheck_unknown_max_s)
+        area = float(track.box.area)
+        previous = self._recheck.get(track.id)
+        if previous is None:
+            self._recheck[track.id] = (min(top, 2 * base), area)
+        elif area >= RECHECK_GROWTH * previous[1]:
+            self._recheck[track.id] = (base, area)
+        else:
+            self._recheck[track.id] = (min(top, 2 * previous[0]), previous[1])
 
     def _recognize(self, frame: Frame, tracks: list[Track], marks_out: dict[int, np.ndarray] | None = None
                    ) -> tuple[list[IdentityEvent], int]:
@@ -267,16 +337,33 @@ class RecognitionPipeline:
         marks = [self.aligner.landmarks(image, tr.box) for tr in todo]
         if marks_out is not None:
             marks_out.update({tr.id: m for tr, m in zip(todo, marks, strict=True)})
-        crops = [self.aligner.crop(image, tr.box, m) for tr, m in zip(todo, marks, strict=True)]
         poor = [low_quality_reason(assess(image, tr.box, m), self.quality) if self.quality is not None else None
                 for tr, m in zip(todo, marks, strict=True)]
+        # a face too poor to be named does not vote: its first look is embedded (the nearest candidate and
+        # distance its "unknown (low quality)" event carries), later poor looks reuse that one
+        fresh = [i for i, (tr, why) in enumerate(zip(todo, poor, strict=True))
+                 if why is None or tr.id not in self._poor_looks]
+        crops = [self.aligner.crop(image, todo[i].box, marks[i]) for i in fresh]
         aligned = self._timer()
-        vectors = self.embedder.embed(crops)
+        embedded_now = self.embedder.embed(crops) if crops else np.zeros((0, 0), np.float32)
         embedded = self._timer()
-        results = self.matcher.match(vectors)
+        matched = self.matcher.match(embedded_now) if crops else []
+        vectors: list[np.ndarray] = []
+        results = []
+        by_index = {i: k for k, i in enumerate(fresh)}
+        for i, tr in enumerate(todo):
+            if i in by_index:
+                vector, result = embedded_now[by_index[i]], matched[by_index[i]]
+                if poor[i] is not None:
+                    self._poor_looks[tr.id] = (vector, result)
+            else:
+                vector, result = self._poor_looks[tr.id]
+            vectors.append(vector)
+            results.append(result)
         events: list[IdentityEvent] = []
         for track, result, mark, vector, why in zip(todo, results, marks, vectors, poor, strict=True):
             self._last_recognized[track.id] = frame.t
+            was_unknown = self.voter.is_settled(track.id) and self.voter.identity(track.id) == UNKNOWN
             if why is not None:
                 self.stats.low_quality += 1
             elif self.samples_per_track:
@@ -292,13 +379,15 @@ class RecognitionPipeline:
                 if event.kind == EventKind.RECOGNIZED and event.person not in self.stats.recognized:
                     self.stats.recognized[event.person] = (frame.index, frame.t)
                     self.stats.first_detected[event.person] = first[:2]
+            if was_unknown and self.voter.identity(track.id) == UNKNOWN:
+                self._rechecked(track)
         done = self._timer()
         self.stats.seconds["align"] += aligned - start
         self.stats.seconds["embed"] += embedded - aligned
         self.stats.seconds["match"] += done - embedded
-        self.stats.embeds += len(todo)
-        self.stats.embed_batches += 1
-        return events, len(todo)
+        self.stats.embeds += len(fresh)
+        self.stats.embed_batches += 1 if fresh else 0
+        return events, len(fresh)
 
     def _keep_sample(self, track_id: int, image: np.ndarray, box: Box, landmarks: np.ndarray,
                      vector: np.ndarray) -> None:

@@ -46,6 +46,10 @@ class RunStats:
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     #: Sink name -> its queue statistics and its own counters.
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Overload: warnings logged ("frames dropped"), detector cadence changes, the largest cadence factor.
+    overload_warnings: int = 0
+    cadence_changes: int = 0
+    max_cadence_factor: int = 1
 
     @property
     def frames_read(self) -> int:

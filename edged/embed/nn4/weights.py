@@ -17,7 +17,6 @@ Every problem raises `ModelFileError` with one line naming the file and the laye
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -35,7 +34,10 @@ from torch import Tensor, nn
 from edged.embed.nn4.net import Inception, L2Pool, NN4Small2
 from edged.embed.nn4.torch7 import TorchObject, read_t7
 from edged.errors import ModelFileError
-from edged.fileio import atomic_write
+from edged.fileio import (
+    atomic_write,
+    file_digests,  # noqa: F401  (re-exported: weights files are hashed here too)
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +86,6 @@ def _first_line(exc: BaseException) -> str:
     return line[:200]
 
 
-def file_digests(path: str | Path) -> tuple[str, str]:
-    """(md5, sha256) hex digests of a file, or of a CSV weights directory's files in name order."""
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    p = Path(path)
-    files = sorted(f for f in p.iterdir() if f.suffix == ".csv") if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            md5.update(f.name.encode() + b"\0")
-            sha.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                md5.update(chunk)
-                sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o600) -> None:
