@@ -18,12 +18,13 @@ found against an offline reference, and the idle scene.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from itertools import islice
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,14 @@ import numpy as np
 
 from edged.bench.common import CLIP, BenchPlan, interleaved, summary
 from edged.bench.e2e import e2e_summary, run_daemon_child
-from edged.eval.facecache import CACHE_FILE, default_cache_dir, file_sha1
-from edged.fileio import atomic_write
-from edged.models.detectors import RETINAFACE_FILES
-from edged.models.liveness import MINIFASNET_FILES
 
 log = logging.getLogger(__name__)
 
 PEDESTRIANS = Path("data/pedestrians/video.mp4")
-#: Where ../shared holds the RetinaFace and MiniFASNet files `edged models fetch` would download.
 RETINAFACE_DIR = Path("models/retinaface-widerface-caffe")
+RETINAFACE_FILES = ("deploy.prototxt", "Widerface-RetinaFace.caffemodel")
 MINIFASNET_DIR = Path("models/minifasnet/onnx")
+MINIFASNET_FILES = ("MiniFASNetV2.onnx", "MiniFASNetV1SE.onnx")
 #: Frame sizes of the detector comparison.
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 #: A reference track counts as found when the pipeline had a box with this IoU on one of its frames.
@@ -75,13 +73,20 @@ def bench_models_dir(shared: Path, work: Path, user_dir: Path) -> Path:
     return folder
 
 
-def _frames(path: Path, step: int = 1, limit: int | None = None) -> Iterator[np.ndarray]:
-    """RGB frames of a video through the one reader: every `step`-th, at most `limit`, one at a time."""
-    from edged.camera.source import FrameSource
-
-    with FrameSource.for_file(path) as video:
-        for _, frame in islice(video.frames(step), limit):
-            yield frame
+def _frames(path: Path, step: int = 1, limit: int | None = None) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames, index = [], 0
+    try:
+        while limit is None or len(frames) < limit:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if index % step == 0:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+    finally:
+        cap.release()
+    return frames
 
 
 def _iou(a: list[float], b: list[float]) -> float:
@@ -115,7 +120,8 @@ def reference_tracks(video: Path, cache_dir: Path, limit: int | None = None
     video's SHA-1). Returns (tracks, seconds it took, None when cached)."""
     from edged.vision.detect import FaceDetector
 
-    cache = cache_dir / f"bench-reference-{file_sha1(video)[:16]}-{limit or 'all'}.json"
+    sha = hashlib.sha1(video.read_bytes()).hexdigest()
+    cache = cache_dir / f"bench-reference-{sha[:16]}-{limit or 'all'}.json"
     if cache.is_file():
         per_frame = json.loads(cache.read_text())
         return link_tracks(per_frame), None
@@ -124,7 +130,9 @@ def reference_tracks(video: Path, cache_dir: Path, limit: int | None = None
     per_frame = [[list(map(float, b.as_list())) for b in detector.detect(f)] for f in _frames(video, limit=limit)]
     took = time.perf_counter() - started
     cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(cache, json.dumps(per_frame))
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(per_frame))
+    os.replace(tmp, cache)
     return link_tracks(per_frame), round(took, 1)
 
 
@@ -164,7 +172,7 @@ def bench_detectors(shared: Path, models: Path, plan: BenchPlan) -> dict[str, An
         return {"skipped": f"no RetinaFace files in {shared / RETINAFACE_DIR}"}
     detectors = {"retinaface": FaceDetector("retinaface", upsample=0, model_files=files),
                  "hog_upsample0": FaceDetector("hog", upsample=0), "hog_upsample1": FaceDetector("hog", upsample=1)}
-    frames = list(_frames(shared / PEDESTRIANS, step=5))
+    frames = _frames(shared / PEDESTRIANS, step=5)
     out: dict[str, Any] = {"frames": f"{PEDESTRIANS.name}, every 5th frame ({len(frames)})", "sizes": {}}
     for label, (w, h) in SIZES.items():
         sized = [f if f.shape[1] == w else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
@@ -181,9 +189,10 @@ def bench_detectors(shared: Path, models: Path, plan: BenchPlan) -> dict[str, An
 
 def _lfw_hog_failures(retinaface: Any) -> dict[str, Any]:
     """RetinaFace on the LFW images where HOG (with its retry) found no face when the face cache was filled."""
+    from edged.eval.facecache import CACHE_FILE
     from edged.vision.imageio import load_image
 
-    path = default_cache_dir() / CACHE_FILE
+    path = Path(os.environ.get("EDGED_CACHE", Path.home() / ".cache" / "edged")).expanduser() / CACHE_FILE
     if not path.is_file():
         return {"skipped": f"no face cache at {path} (edged eval lfw fills it)"}
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
@@ -197,7 +206,7 @@ def _idle_video(shared: Path, work: Path, still_s: float) -> tuple[Path, int]:
     """The idle scene as a video file: (path, index of the first frame showing the face)."""
     [first] = _frames(shared / PEDESTRIANS, limit=1)
     porch = cv2.cvtColor(np.ascontiguousarray(first[:360, :640]), cv2.COLOR_RGB2BGR)
-    faces = list(_frames(shared / CLIP, limit=FACE_FRAMES[1]))[FACE_FRAMES[0]:]
+    faces = _frames(shared / CLIP, limit=FACE_FRAMES[1])[FACE_FRAMES[0]:]
     path = work / "idle-then-face.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), IDLE_FPS, (640, 360))
     still = round(still_s * IDLE_FPS)
@@ -244,8 +253,9 @@ def bench_cameras(config_path: str | None, shared: Path, gallery: Path, work: Pa
         return {"skipped": f"{video} not found"}
     out: dict[str, Any] = {"detector": choose_detector(cfg.detector, models, check=False).backend}
     out["detectors"] = bench_detectors(shared, models, plan)
+    cache_dir = Path(os.environ.get("EDGED_CACHE", Path.home() / ".cache" / "edged")).expanduser()
     limit = QUICK_TRACK_FRAMES if plan.quick else None
-    reference, took = reference_tracks(video, default_cache_dir(), limit)
+    reference, took = reference_tracks(video, cache_dir, limit)
     ours = pipeline_tracks(cfg, embedder, gallery, video, models, limit)
     found = found_tracks(reference, ours["boxes"])
     out["tracks"] = {"reference": "HOG upsample 1 on every 1920x1080 frame, tracks of >= 3 frames",

@@ -48,7 +48,7 @@ from edged.machine import cpu_seconds, peak_rss_mb
 from edged.models.embedders import embedder_from_config
 from edged.runtime.access import check_people
 from edged.runtime.outputs import build_sinks
-from edged.runtime.overload import Governor, LoadWindow, OverloadWatch
+from edged.runtime.overload import Governor, Load, LoadWindow, OverloadWatch
 from edged.runtime.pipeline import RecognitionPipeline
 from edged.runtime.sinks import EventSink, EventStream
 from edged.runtime.stats import RunStats
@@ -118,6 +118,7 @@ class Daemon:
         self._load_window = LoadWindow(LOAD_WINDOW_S)
         self._governor = Governor(max_factor=cfg.detector.max_cadence_factor)
         self._overload = OverloadWatch(cfg.service.overload_drop_fraction, OVERLOAD_LOG_EVERY_S)
+        self._load = Load(0.0, 0, 0, 0.0)
         self._busy_s = 0.0
 
     # ---- control (any thread, signal handlers) ----
@@ -354,7 +355,7 @@ class Daemon:
         if source.state == SourceState.RECONNECTING:
             camera += f" ({source.detail}; attempt {source.failures}, retry in {source.retry_in_s:.1f} s)"
         outputs = self.stream.status
-        load = self._load_window.load()
+        load = self._load
         overloaded = self._overload.overloaded(load)
         if overloaded:
             camera += (f"; overloaded: {100 * load.dropped_fraction:.0f}% of frames dropped in the last "
@@ -370,19 +371,19 @@ class Daemon:
         sources and realtime files) and say so when frames are being dropped."""
         assert self._grabber is not None and self._pipeline is not None
         source = self._grabber.status()
-        load = self._load_window.add(now, source.frames_read, source.frames_dropped, self._busy_s)
+        self._load = self._load_window.add(now, source.frames_read, source.frames_dropped, self._busy_s)
         if self._grabber.is_file and not self.cfg.camera.realtime:
             return  # read as fast as processing goes: nothing is dropped, the cadence stays as configured
-        factor = self._governor.update(now, load)
+        factor = self._governor.update(now, self._load)
         if factor is not None:
             before = self._pipeline.detect_every_n
             self._pipeline.cadence_factor = factor
             self.stats.cadence_changes += 1
             self.stats.max_cadence_factor = max(self.stats.max_cadence_factor, factor)
             log.info("camera %s: the frame loop is %d%% busy, %d frames dropped in the last %.0f s: the detector "
-                     "now runs every %d frames (was %d)", self.cfg.camera.name, round(100 * load.busy),
-                     load.dropped, load.seconds, self._pipeline.detect_every_n, before)
-        warning = self._overload.warning(now, load, self.cfg.camera.name, self._pipeline.detect_every_n)
+                     "now runs every %d frames (was %d)", self.cfg.camera.name, round(100 * self._load.busy),
+                     self._load.dropped, self._load.seconds, self._pipeline.detect_every_n, before)
+        warning = self._overload.warning(now, self._load, self.cfg.camera.name, self._pipeline.detect_every_n)
         if warning:
             self.stats.overload_warnings += 1
             log.warning("%s", warning)

@@ -341,20 +341,25 @@ class RecognitionPipeline:
                 for tr, m in zip(todo, marks, strict=True)]
         # a face too poor to be named does not vote: its first look is embedded (the nearest candidate and
         # distance its "unknown (low quality)" event carries), later poor looks reuse that one
-        looks = {i: self._poor_looks[tr.id] for i, (tr, why) in enumerate(zip(todo, poor, strict=True))
-                 if why is not None and tr.id in self._poor_looks}
-        fresh = [i for i in range(len(todo)) if i not in looks]
+        fresh = [i for i, (tr, why) in enumerate(zip(todo, poor, strict=True))
+                 if why is None or tr.id not in self._poor_looks]
         crops = [self.aligner.crop(image, todo[i].box, marks[i]) for i in fresh]
         aligned = self._timer()
-        embedded_now = self.embedder.embed(crops) if crops else []
+        embedded_now = self.embedder.embed(crops) if crops else np.zeros((0, 0), np.float32)
         embedded = self._timer()
-        for i, vector, result in zip(fresh, embedded_now, self.matcher.match(embedded_now) if crops else [],
-                                     strict=True):
-            looks[i] = (vector, result)
-            if poor[i] is not None:
-                self._poor_looks[todo[i].id] = looks[i]
-        vectors = [looks[i][0] for i in range(len(todo))]
-        results = [looks[i][1] for i in range(len(todo))]
+        matched = self.matcher.match(embedded_now) if crops else []
+        vectors: list[np.ndarray] = []
+        results = []
+        by_index = {i: k for k, i in enumerate(fresh)}
+        for i, tr in enumerate(todo):
+            if i in by_index:
+                vector, result = embedded_now[by_index[i]], matched[by_index[i]]
+                if poor[i] is not None:
+                    self._poor_looks[tr.id] = (vector, result)
+            else:
+                vector, result = self._poor_looks[tr.id]
+            vectors.append(vector)
+            results.append(result)
         events: list[IdentityEvent] = []
         for track, result, mark, vector, why in zip(todo, results, marks, vectors, poor, strict=True):
             self._last_recognized[track.id] = frame.t
