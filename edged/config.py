@@ -95,6 +95,13 @@ class CameraConfig(_Section):
     reconnect_max_s: float = Field(10.0, ge=0.05, le=600)
     #: Consider the source lost after this long without a frame.
     read_timeout_s: float = Field(5.0, ge=0.5, le=600)
+    #: The entrance this camera watches: cameras with the same door make one visit of a person (one
+    #: `recognized`), and the access decision uses that door (a key of `access.doors`). null: its own entrance,
+    #: or the door of `access.doors` that lists it.
+    door: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                             json_schema_extra=_hint("1-64 letters, digits, '_', '.' or '-'"))
+    #: This camera's detector cadence (frames); null: `detector.every_n_frames`.
+    every_n_frames: int | None = Field(None, ge=1, le=1000)
 
 
 class DetectorConfig(_Section):
@@ -202,6 +209,10 @@ class TrackingConfig(_Section):
     #: A person "left" once their track is gone for this long (seconds); if the same person is
     #: recognised again within this window the new track continues the old one (no new event).
     left_after_s: float = Field(2.0, ge=0.0, le=3600)
+    #: Several cameras on one door (`camera.door`): after a person's last track there left, their visit waits
+    #: this long (seconds) for another of the door's cameras before its `left`; a recognition meanwhile joins
+    #: the visit (one `recognized` per person and visit over the door's cameras).
+    door_visit_s: float = Field(10.0, ge=0.0, le=3600)
     #: Correlation tracker: a peak-to-sidelobe ratio below this marks the track lost (detect next frame).
     lost_psr: float = Field(5.0, ge=0.0, le=100)
 
@@ -489,7 +500,10 @@ class ServiceConfig(_Section):
 class Config(_Section):
     device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$",
                            json_schema_extra=_hint("1-64 letters, digits, '_' or '-'"))
-    camera: CameraConfig
+    #: One camera; or `cameras:`, a list of them in one daemon (give one of the two). After validation both
+    #: are set: `camera` is the first camera, `cameras` every camera.
+    camera: CameraConfig | None = None
+    cameras: list[CameraConfig] = Field(default_factory=list, max_length=64)
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -510,6 +524,47 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+
+    @model_validator(mode="after")
+    def _one_camera_form(self) -> Config:
+        if self.camera is None and self.cameras:
+            self.__dict__["camera"] = self.cameras[0]
+        elif self.camera is not None and not self.cameras:
+            self.__dict__["cameras"] = [self.camera]
+        elif self.camera is None:
+            raise ValueError("needs camera: (one camera) or cameras: (a list of cameras)")
+        return self
+
+    def model_copy(self, *, update: typing.Mapping[str, Any] | None = None, deep: bool = False) -> Config:
+        """A copy with changes; `camera` (the first camera) and `cameras` stay in step."""
+        changes = dict(update or {})
+        if "camera" in changes and "cameras" not in changes:
+            changes["cameras"] = [changes["camera"], *self.cameras[1:]]
+        elif "cameras" in changes and "camera" not in changes:
+            changes["camera"] = changes["cameras"][0]
+        return super().model_copy(update=changes, deep=deep)
+
+    @property
+    def multi_camera(self) -> bool:
+        return len(self.cameras) > 1
+
+    def camera_named(self, name: str) -> CameraConfig:
+        return next(c for c in self.cameras if c.name == name)
+
+    def entrance_of(self, camera: str) -> str:
+        """The entrance (door) a camera watches: its `door:`, else the access door that lists it, else (one camera
+        and a door listing none) that door, else the camera's own name."""
+        cam = self.camera_named(camera)
+        if cam.door:
+            return cam.door
+        for door, d in self.access.doors.items():
+            if camera in d.cameras:
+                return door
+        if not self.multi_camera:
+            for door, d in self.access.doors.items():
+                if not d.cameras:
+                    return door
+        return camera
 
 
 class ConfigErrors(ConfigError):
@@ -802,6 +857,8 @@ def _validate(raw: dict[str, Any], report: _Report) -> Config | None:
     seen: set[tuple[str, ...]] = set()
     bad: dict[tuple[str, ...], bool] = {}  # section key -> its value is unusable (else: kept, see _KEEP)
     for err in errors:
+        if not err["loc"]:
+            continue  # the camera form (`Config._one_camera_form`): said by `parse_config`
         at = _locate(err["loc"])
         message = _message(err, at)
         if at.path not in seen:  # a union reports once per member: the first (its type) says it
@@ -824,24 +881,57 @@ def _partial(cls: type[_Section], data: dict[str, Any], prefix: tuple[str, ...],
                 return None
             continue
         value = data[name]
-        if _is_section(f.annotation):
-            value = _partial(f.annotation, value or {}, path, bad)
-            if value is None:
+        tp = _without_none(f.annotation)
+        if _is_section(tp) and (value is not None or tp is not f.annotation):
+            value = None if value is None else _partial(tp, value or {}, path, bad)
+            if value is None and tp is f.annotation:
                 return None
+        elif get_origin(tp) is list and _is_section(get_args(tp)[0]):
+            if not isinstance(value, list):
+                continue
+            items = [_partial(get_args(tp)[0], item, (*path, str(i)), bad) if isinstance(item, dict) else None
+                     for i, item in enumerate(value)]
+            value = [item for item in items if item is not None]
         values[name] = value
+    if cls is Config:
+        if values.get("camera") is None and not values.get("cameras"):
+            return None
+        values.setdefault("cameras", [values["camera"]] if values.get("camera") is not None else [])
+        if values.get("camera") is None:
+            values["camera"] = values["cameras"][0]
     return cls.model_construct(**values)
 
 
-def _semantic_checks(cfg: Config, v: _Report) -> None:
-    roi = cfg.camera.roi
-    if roi is not None and (len(roi) != 4 or any(not isinstance(x, int) for x in roi) or min(roi) < 0
-                            or roi[2] <= roi[0] or roi[3] <= roi[1]):
-        v.problem(("camera", "roi"), "must be [left, top, right, bottom] in pixels (>= 0) with right > left "
-                                     "and bottom > top")
-    if isinstance(cfg.camera.source, int) and cfg.camera.source < 0:
-        v.problem(("camera", "source"), f"a camera index must be >= 0, got {cfg.camera.source}")
-    if cfg.camera.reconnect_min_s > cfg.camera.reconnect_max_s:
-        v.problem(("camera", "reconnect_min_s"), f"must be <= camera.reconnect_max_s ({cfg.camera.reconnect_max_s})")
+def _camera_key(i: int, listed: bool) -> tuple[str, ...]:
+    """The key path of the i-th camera: `cameras.<i>` (the list form) or `camera`."""
+    return ("cameras", str(i)) if listed else ("camera",)
+
+
+def _camera_checks(cfg: Config, v: _Report, listed: bool) -> None:
+    """Each camera's values, and their names (unique: they key topics, stats and doors)."""
+    first: dict[str, int] = {}
+    for i, cam in enumerate(cfg.cameras):
+        at = _camera_key(i, listed)
+        roi = cam.roi
+        if roi is not None and (len(roi) != 4 or any(not isinstance(x, int) for x in roi) or min(roi) < 0
+                                or roi[2] <= roi[0] or roi[3] <= roi[1]):
+            v.problem((*at, "roi"), "must be [left, top, right, bottom] in pixels (>= 0) with right > left "
+                                    "and bottom > top")
+        if isinstance(cam.source, int) and cam.source < 0:
+            v.problem((*at, "source"), f"a camera index must be >= 0, got {cam.source}")
+        if isinstance(cam.source, str) and not cam.source.strip():
+            v.problem((*at, "source"), "must not be empty")
+        if cam.reconnect_min_s > cam.reconnect_max_s:
+            v.problem((*at, "reconnect_min_s"), f"must be <= {'.'.join(at)}.reconnect_max_s ({cam.reconnect_max_s})")
+        if cam.name in first:
+            v.problem((*at, "name"), f"duplicate camera name {cam.name!r} (also cameras.{first[cam.name]}); "
+                                     "every camera needs its own name")
+        first.setdefault(cam.name, i)
+
+
+def _semantic_checks(cfg: Config, v: _Report, listed: bool = False) -> None:
+    """Checks across keys; `listed`: the cameras came as `cameras:` (a list)."""
+    _camera_checks(cfg, v, listed)
     if cfg.vote.k > cfg.vote.m:
         v.problem(("vote", "k"), f"must be <= vote.m ({cfg.vote.m}), got {cfg.vote.k}")
     tls = cfg.mqtt.tls
@@ -855,8 +945,6 @@ def _semantic_checks(cfg: Config, v: _Report) -> None:
         v.problem(("mqtt", "password_file"), "give either password or password_file, not both")
     if cfg.mqtt.password_file and not Path(cfg.mqtt.password_file).expanduser().is_file():
         v.problem(("mqtt", "password_file"), f"file not found: {cfg.mqtt.password_file}")
-    if isinstance(cfg.camera.source, str) and not cfg.camera.source.strip():
-        v.problem(("camera", "source"), "must not be empty")
     wtls = cfg.web.tls
     for key in ("cert_file", "key_file"):
         path = getattr(wtls, key)
@@ -864,7 +952,7 @@ def _semantic_checks(cfg: Config, v: _Report) -> None:
             v.problem(("web", "tls", key), f"file not found: {path}")
     if bool(wtls.cert_file) != bool(wtls.key_file):
         v.problem(("web", "tls", "cert_file"), "cert_file and key_file must be given together")
-    _access_checks(cfg, v)
+    _access_checks(cfg, v, listed)
 
 
 def _minutes(hhmm: str) -> int:
@@ -872,7 +960,7 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _access_checks(cfg: Config, v: _Report) -> None:
+def _access_checks(cfg: Config, v: _Report, listed: bool) -> None:
     """Doors, groups, windows, time zone and GPIO chips of the access section (people are checked against the
     gallery at start: `edged.runtime.access.check_people`)."""
     a = cfg.access
@@ -886,11 +974,20 @@ def _access_checks(cfg: Config, v: _Report) -> None:
         v.problem(("access", "timezone"), f"unknown time zone {a.timezone!r} (an IANA name like Europe/Berlin)")
     if not a.doors:
         v.problem(("access", "doors"), "needs at least one door")
+    names = [c.name for c in cfg.cameras]
+    for i, cam in enumerate(cfg.cameras):
+        if cam.door is not None and cam.door not in a.doors:
+            v.problem((*_camera_key(i, listed), "door"),
+                      f"no door named {cam.door!r} in access.doors ({', '.join(a.doors)})")
     for door, d in a.doors.items():
         for i, camera in enumerate(d.cameras):
-            if camera != cfg.camera.name:
+            if camera not in names:
                 v.problem(("access", "doors", door, "cameras", str(i)),
-                          f"no camera named {camera!r} (camera.name is {cfg.camera.name!r})")
+                          f"no camera named {camera!r} (cameras: {', '.join(names)})")
+        watched = d.cameras or [c.name for c in cfg.cameras if c.door == door]
+        if not watched and cfg.multi_camera:
+            v.problem(("access", "doors", door), f"door {door!r} has no camera: list them in "
+                      f"access.doors.{door}.cameras or set door: {door} on a camera")
         for key, pin in (("unlock_gpio", d.unlock_gpio), ("contact", d.contact)):
             if pin is not None and not Path(pin.chip).exists():
                 v.problem(("access", "doors", door, key, "chip"), f"no GPIO chip {pin.chip} on this machine")
@@ -933,8 +1030,14 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         v.problem((), f"expected a mapping at the top level, got {_show(raw)}")
         raise ConfigErrors(v.problems)
     cfg = _validate(raw, v)
+    if "camera" in raw and "cameras" in raw:
+        v.problem(("cameras",), "give either camera: (one camera) or cameras: (a list of cameras), not both")
+    elif raw.get("camera") is None and not raw.get("cameras"):
+        v.problem(("cameras",) if "cameras" in raw else ("camera",),
+                  "must list at least one camera" if "cameras" in raw else
+                  "required key missing (or cameras:, a list of cameras)")
     if cfg is not None:
-        _semantic_checks(cfg, v)
+        _semantic_checks(cfg, v, listed="cameras" in raw)
     if v.problems or cfg is None:
         raise ConfigErrors(sorted(v.problems, key=_line_of) or [f"{name}: invalid configuration"])
     return cfg

@@ -218,8 +218,13 @@ class IdentityEvent:
     #: `recognized`: the track's liveness verdict when it was named (liveness enabled; often still undecided).
     liveness: LivenessReport | None = field(default=None, compare=False)
     #: `recognized` of a new track of a person whose visit goes on (the person's earlier track was taken over):
-    #: for per-track decisions (door access); not published as a new recognition.
+    #: for per-track decisions (door access); not published as a new recognition. Also a track of a person whose
+    #: visit at the same door goes on at another camera (its `left` too, while another camera still sees them).
     resumed: bool = field(default=False, compare=False)
+    #: The camera (`camera.name`) the track is on; "" before the daemon stamps it.
+    camera: str = ""
+    #: Every camera of the door that saw this visit so far (several cameras on one entrance), in order.
+    cameras: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,28 @@ class Health:
     overloaded: bool = False
     #: The detector's interval now (frames; raised under load).
     detect_every_n: int = 0
+    #: Several cameras: each one's state (the fields above then describe the first camera, or the daemon).
+    cameras: tuple[CameraHealth, ...] = ()
+
+
+@dataclass(frozen=True)
+class CameraHealth:
+    """One camera's part of `Health` (several cameras in one daemon)."""
+
+    name: str
+    fps: float
+    state: SourceState
+    stalled: bool
+    tracks: int
+    frames_processed: int
+    frames_dropped: int
+    dropped_percent: float
+    overloaded: bool
+    detect_every_n: int
+
+    @property
+    def streaming(self) -> bool:
+        return self.state == SourceState.STREAMING and not self.stalled
 
 
 class AccessOutcome(StrEnum):
@@ -292,6 +319,8 @@ class LivenessReport:
     reasons: tuple[str, ...]
     t: float
     wall: float
+    #: The camera of the track; "" before the daemon stamps it.
+    camera: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return liveness_dict(self)

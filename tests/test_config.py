@@ -116,7 +116,8 @@ def test_single_problems(text: str, expected: str) -> None:
 
 
 def test_empty_file_lists_both_required_keys() -> None:
-    assert problems("") == ["edged.yaml: device_id: required key missing", "edged.yaml: camera: required key missing"]
+    assert problems("") == ["edged.yaml: device_id: required key missing",
+                            "edged.yaml: camera: required key missing (or cameras:, a list of cameras)"]
 
 
 def test_password_sources_in_order_and_never_in_repr(tmp_path: Path) -> None:

@@ -201,6 +201,7 @@ def test_run_hamilton_clip_as_a_service(tmp_path: Path, lin_gallery: Path, clip:
             assert sub.wait_for(lambda ms: any(e["type"] == "recognized" for e in events_of(sub)), 90), \
                 log_file.read_text()[-3000:]
             assert wait_until(lambda: any(f"last: {LIN}" in s for s in notify.lines("STATUS=")), 5)
+            assert wait_until(lambda: len(notify.lines("WATCHDOG=1")) >= 2, 5)  # repeated while frames flow
             proc.send_signal(signal.SIGHUP)
             assert wait_until(lambda: "SIGHUP; reloading" in log_file.read_text(), 10)
             sent = time.monotonic()

@@ -41,8 +41,10 @@ class FrameSlot:
     `put(frame, wait=True)` waits for space instead (backpressure) until `stop` is set.
     """
 
-    def __init__(self, capacity: int = 1) -> None:
+    def __init__(self, capacity: int = 1, notify: threading.Event | None = None) -> None:
+        """`notify`: set whenever a frame arrives or the slot closes (one event can watch several slots)."""
         self.capacity = max(1, capacity)
+        self._notify = notify
         self._frames: deque[Frame] = deque()
         self._cond = threading.Condition()
         self.dropped = 0
@@ -60,7 +62,9 @@ class FrameSlot:
                 self.dropped += 1
             self._frames.append(frame)
             self._cond.notify_all()
-            return True
+        if self._notify is not None:
+            self._notify.set()
+        return True
 
     def get(self, timeout: float) -> Frame | None:
         """The oldest waiting frame, or None after `timeout` seconds (or at once when closed and empty)."""
@@ -78,6 +82,8 @@ class FrameSlot:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        if self._notify is not None:
+            self._notify.set()
 
     def __len__(self) -> int:
         with self._cond:
@@ -106,15 +112,16 @@ class Grabber:
 
     def __init__(self, cfg: CameraConfig, stop: threading.Event, capture_factory: CaptureFactory | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 pause: Callable[[float], bool] | None = None) -> None:
+                 pause: Callable[[float], bool] | None = None, notify: threading.Event | None = None) -> None:
         """`clock` (timeline of live sources and of pacing), `wall_clock` (event stamps) and `pause(seconds)`
-        (the pacing wait of `realtime` files; True = stop requested) are injectable for tests."""
+        (the pacing wait of `realtime` files; True = stop requested) are injectable for tests; `notify` is set
+        when a frame is handed over (several cameras: the processing loop waits on one event)."""
         self.cfg = cfg
         self.stop = stop
         self.source = FrameSource(cfg, capture_factory)
         self.is_file = self.source.kind == "file"
         self.backpressure = self.is_file and not cfg.realtime
-        self.slot = FrameSlot(capacity=4 if self.backpressure else 1)
+        self.slot = FrameSlot(capacity=4 if self.backpressure else 1, notify=notify)
         self._clock = clock
         self._pause = pause or stop.wait
         self._wall = wall_clock
@@ -129,7 +136,7 @@ class Grabber:
     # ---- public ----
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="edged-grabber", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"edged-grabber-{self.cfg.name}", daemon=True)
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> bool:

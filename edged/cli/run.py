@@ -45,6 +45,9 @@ def cmd_run(ctx: Context) -> int:
                           "(see config/edged.yaml for a commented example)")
     cfg = ctx.config
     if ctx.args.source is not None:
+        if cfg.multi_camera:
+            raise ConfigError(f"--source replaces the camera's source, but this config has {len(cfg.cameras)} "
+                              "cameras (cameras:): set each camera's source in the config")
         source: int | str = int(ctx.args.source) if ctx.args.source.isdigit() else ctx.args.source
         cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"source": source})})
     level = {0: cfg.logging.level, 1: "INFO", 2: "DEBUG"}[min(ctx.args.verbose, 2)]

@@ -121,12 +121,14 @@ def network_peers(cfg: Config) -> list[tuple[str, str]]:
     peers = []
     if cfg.mqtt.enabled:
         peers.append((cfg.mqtt.host, f"mqtt.host {cfg.mqtt.host}:{cfg.mqtt.port}"))
-    source = cfg.camera.source
-    if isinstance(source, str):
-        url = urlsplit(source)
-        if url.scheme.lower() in NETWORK_SCHEMES and url.hostname:
-            port = f":{url.port}" if url.port else ""
-            peers.append((url.hostname, f"camera.source {url.scheme}://{url.hostname}{port}"))  # no credentials
+    for camera in cfg.cameras:
+        source = camera.source
+        if isinstance(source, str):
+            url = urlsplit(source)
+            if url.scheme.lower() in NETWORK_SCHEMES and url.hostname:
+                port = f":{url.port}" if url.port else ""
+                key = f"cameras[{camera.name}].source" if cfg.multi_camera else "camera.source"
+                peers.append((url.hostname, f"{key} {url.scheme}://{url.hostname}{port}"))  # no credentials
     return peers
 
 

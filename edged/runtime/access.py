@@ -83,10 +83,12 @@ def _minutes(hhmm: str) -> int:
 class Policy:
     """Who may enter where and when (pure; the time is passed in)."""
 
-    def __init__(self, cfg: AccessConfig, camera: str) -> None:
+    def __init__(self, cfg: AccessConfig, camera: str | Mapping[str, str]) -> None:
+        """`camera`: the one camera (doors listing no camera are its doors), or camera name -> door."""
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
-        self._door_of = {c: door for door, d in cfg.doors.items() for c in (d.cameras or [camera])}
+        self._door_of = (dict(camera) if not isinstance(camera, str) else
+                         {c: door for door, d in cfg.doors.items() for c in (d.cameras or [camera])})
 
     def door_of(self, camera: str) -> str | None:
         return self._door_of.get(camera)
@@ -211,7 +213,9 @@ class AccessController(EventSink):
                  contacts: Mapping[str, Contact] | None = None, clock: Callable[[], float] = time.monotonic,
                  liveness_enabled: bool = False) -> None:
         self.cfg = cfg.access
-        self.policy = Policy(cfg.access, cfg.camera.name)
+        doors = {c.name: cfg.entrance_of(c.name) for c in cfg.cameras}
+        self.policy = Policy(cfg.access, {c: d for c, d in doors.items() if d in cfg.access.doors}
+                             if cfg.multi_camera else cfg.camera.name)
         self.camera = cfg.camera.name
         self.gallery_path = gallery_path
         self._emit = emit
@@ -225,10 +229,11 @@ class AccessController(EventSink):
         self.wants_images = True  # the face of a decision, for the audit log
         lo = cfg.access.lockout
         self.lockouts = {door: Lockout(lo.attempts, lo.window_s, lo.base_s, lo.max_s) for door in cfg.access.doors}
-        self._pending: dict[int, _Pending] = {}
-        self._liveness: dict[int, LivenessReport] = {}
+        #: Keyed by (camera, track id): each camera numbers its own tracks.
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._liveness: dict[tuple[str, int], LivenessReport] = {}
         #: Tracks decided (insertion order; bounded: a taken-over track never sees its `left`).
-        self._decided: dict[int, None] = {}
+        self._decided: dict[tuple[str, int], None] = {}
         self._granted: dict[tuple[str, str], float] = {}  # (person, door) -> wall time of the last grant
         self._gallery: Gallery | None = None
         self._lock = threading.Lock()
@@ -258,26 +263,30 @@ class AccessController(EventSink):
         if isinstance(item, IdentityEvent):
             self._on_event(item)
         elif isinstance(item, LivenessReport):
-            self._liveness[item.track_id] = item
+            key = (item.camera or self.camera, item.track_id)
+            self._liveness[key] = item
             while len(self._liveness) > MAX_TRACKS:
                 del self._liveness[next(iter(self._liveness))]
-            if item.track_id in self._pending and item.live is not None:
-                self._decide(self._pending.pop(item.track_id))
+            if key in self._pending and item.live is not None:
+                self._decide(self._pending.pop(key))
         elif isinstance(item, Health):
             self._expire()
 
     # ---- decisions ----
 
-    def _mark_decided(self, track: int) -> None:
+    def _key(self, event: IdentityEvent) -> tuple[str, int]:
+        return (event.camera or self.camera, event.track_id)
+
+    def _mark_decided(self, track: tuple[str, int]) -> None:
         self._decided[track] = None
         while len(self._decided) > MAX_TRACKS:
             del self._decided[next(iter(self._decided))]
 
     def _on_event(self, event: IdentityEvent) -> None:
-        door = self.policy.door_of(self.camera)
+        door = self.policy.door_of(event.camera or self.camera)
         if door is None:
             return
-        track = event.track_id
+        track = self._key(event)
         if event.kind == EventKind.LEFT:
             pending = self._pending.pop(track, None)
             if pending is not None:
@@ -315,14 +324,14 @@ class AccessController(EventSink):
             reasons.append(f"not allowed: no rule lets {person} in at {door}")
         elif not open_rules:
             reasons.append(f"not allowed now: {', '.join(sorted(r.name for r in rules))} closed at this time")
-        liveness = self._liveness.get(event.track_id)
+        liveness = self._liveness.get(self._key(event))
         needs_liveness = all(r.require_liveness for r in open_rules)  # one rule without it is enough
         if open_rules and needs_liveness:
             if not self.liveness_enabled:
                 reasons.append("liveness required but liveness.enabled is false")
             elif liveness is None or liveness.live is None:
                 if not forced:
-                    self._pending[event.track_id] = pending
+                    self._pending[self._key(event)] = pending
                     return
                 reasons.append("liveness: no verdict in time")
             elif not liveness.live:
@@ -345,7 +354,7 @@ class AccessController(EventSink):
             return
         last = self._granted.get((person, door))
         if last is not None and event.wall - last < self.cfg.cooldown_s:
-            self._mark_decided(event.track_id)  # already let in a moment ago: nothing to do
+            self._mark_decided(self._key(event))  # already let in a moment ago: nothing to do
             return
         self._granted[(person, door)] = event.wall
         rule = open_rules[0]
@@ -355,12 +364,13 @@ class AccessController(EventSink):
     def _publish(self, outcome: AccessOutcome, door: str, event: IdentityEvent, reasons: list[str], *,
                  count_failure: bool = False, crop: np.ndarray | None = None, liveness: LivenessReport | None = None,
                  act: bool = False) -> None:
-        self._mark_decided(event.track_id)
+        self._mark_decided(self._key(event))
         actions = self._act(door) if act else []
         lockout = self.lockouts[door]
         if outcome == AccessOutcome.GRANTED:
             lockout.success()
-        decision = AccessDecision(outcome, door, self.camera, event.person, event.track_id, tuple(reasons),
+        decision = AccessDecision(outcome, door, event.camera or self.camera, event.person, event.track_id,
+                                  tuple(reasons),
                                   float(event.distance), float(event.confidence), liveness, tuple(actions), event.t,
                                   event.wall, crop)
         self.counts[str(outcome)] += 1

@@ -8,8 +8,9 @@ Every config carries the QoS Home Assistant should subscribe with and an `origin
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from edged import __version__
@@ -69,6 +70,11 @@ class Topics:
     def camera_availability(self, camera: str) -> str:
         return f"{self.base}/camera/{topic_segment(camera)}/availability"
 
+    @property
+    def cameras_availability(self) -> str:
+        """Several cameras: online while at least one of them delivers frames."""
+        return f"{self.base}/cameras/availability"
+
     def trigger(self, kind: str, name: str | None = None) -> str:
         return f"{self.base}/trigger/{kind}" + (f"/{topic_segment(name)}" if name else "")
 
@@ -77,8 +83,11 @@ class Topics:
 
 
 def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iterable[PersonEntity],
-                       snapshots: bool, access: bool = False, qos: int = 1) -> dict[str, dict[str, Any]]:
-    """Home Assistant discovery configs: config topic -> payload."""
+                       snapshots: bool, access: bool = False, qos: int = 1, cameras: Sequence[str] = ()
+                       ) -> dict[str, dict[str, Any]]:
+    """Home Assistant discovery configs: config topic -> payload. `cameras`: several cameras in one daemon (each
+    gets its connectivity, state and fps entities; what needs a camera is available while any camera is)."""
+    many = len(cameras) > 1
     device = {"identifiers": [topics.node], "name": f"edged {device_id}", "manufacturer": "edged",
               "model": "edged face recognition", "sw_version": __version__}
     common: dict[str, Any] = {"availability_topic": topics.availability, "payload_available": ONLINE,
@@ -88,8 +97,8 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
         "device": device, "origin": ORIGIN, "qos": qos, "availability_mode": "all",
         "availability": [{"topic": topics.availability, "payload_available": ONLINE,
                           "payload_not_available": OFFLINE},
-                         {"topic": topics.camera_availability(camera), "payload_available": ONLINE,
-                          "payload_not_available": OFFLINE}]}
+                         {"topic": topics.cameras_availability if many else topics.camera_availability(camera),
+                          "payload_available": ONLINE, "payload_not_available": OFFLINE}]}
     out: dict[str, dict[str, Any]] = {
         topics.config("event", "face"): {
             **seeing, "name": "Face", "unique_id": f"{topics.node}_face_event", "state_topic": topics.event,
@@ -100,7 +109,8 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
                                '"candidate": {{ value_json.candidate | tojson }}, '
                                '"reason": {{ value_json.reason | tojson }}, '
                                '"liveness": {{ value_json.liveness | default(none) | tojson }}, '
-                               f'"camera": "{camera}"}}'),
+                               + ('"camera": {{ value_json.camera | tojson }}}' if many else
+                                  f'"camera": "{camera}"}}')),
             "icon": "mdi:face-recognition",
         },
         topics.config("sensor", "last_person"): {
@@ -123,9 +133,24 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
             "device": device, "origin": ORIGIN, "qos": qos,
         },
     }
+    fps_unit = {"unit_of_measurement": "fps", "state_class": "measurement"}
+    if many:
+        del out[topics.config("binary_sensor", "camera")]
+        for name in cameras:
+            key = f"camera_{object_id(name)}"
+            out[topics.config("binary_sensor", key)] = {
+                **common, "name": f"Camera {name}", "unique_id": f"{topics.node}_{key}",
+                "device_class": "connectivity", "state_topic": topics.camera_availability(name),
+                "payload_on": ONLINE, "payload_off": OFFLINE, "entity_category": "diagnostic"}
+            out[topics.config("sensor", f"{key}_state")] = {
+                **common, "name": f"Camera {name} state", "unique_id": f"{topics.node}_{key}_state",
+                "state_topic": topics.camera_state(name), "entity_category": "diagnostic"}
+            out[topics.config("sensor", f"{key}_fps")] = {
+                **common, "name": f"Camera {name} frames per second", "unique_id": f"{topics.node}_{key}_fps",
+                "state_topic": topics.status, "value_template": f"{{{{ value_json.cameras[{json.dumps(name)}].fps }}}}",
+                "entity_category": "diagnostic", **fps_unit}
     for key, name, template, extra in (
-            ("fps", "Frames per second", "{{ value_json.fps }}", {"unit_of_measurement": "fps",
-                                                                  "state_class": "measurement"}),
+            ("fps", "Frames per second", "{{ value_json.fps }}", fps_unit),
             ("camera_state", "Camera state", "{{ value_json.camera }}", {}),
             ("queue", "Broker queue", "{{ value_json.queue }}", {"state_class": "measurement"}),
             ("gallery", "People enrolled", "{{ value_json.people }}", {"state_class": "measurement"}),
@@ -135,6 +160,8 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
         out[topics.config("sensor", key)] = {
             **common, "name": name, "unique_id": f"{topics.node}_{key}", "state_topic": topics.status,
             "value_template": template, "entity_category": "diagnostic", **extra}
+    if many:  # per camera above
+        del out[topics.config("sensor", "fps")], out[topics.config("sensor", "camera_state")]
     if access:
         out[topics.config("event", "access")] = {
             **common, "name": "Access", "unique_id": f"{topics.node}_access_event", "state_topic": topics.access,

@@ -50,9 +50,9 @@ class TrackLiveness:
             if predictor.points != 68:
                 raise ValueError("liveness needs dlib's 68-point landmark model")
             predictor._load()  # at start, not on the first face at the door
-            self._predict: Callable[[np.ndarray, object], np.ndarray] = predictor.predict
+            self.predict: Callable[[np.ndarray, object], np.ndarray] = predictor.predict
         else:
-            self._predict = predictor
+            self.predict = predictor
         self._states: dict[int, LivenessState] = {}
         self._last: dict[int, LivenessReport] = {}
         self._fed_frames = 0
@@ -83,7 +83,7 @@ class TrackLiveness:
                 continue
             marks = known.get(track.id)
             if marks is None or np.shape(marks) != (68, 2):
-                marks = np.asarray(self._predict(frame.image, track.box))
+                marks = np.asarray(self.predict(frame.image, track.box))
             state = self._states.get(track.id)
             if state is None:
                 state = self._states[track.id] = LivenessState(self.cfg, self.texture)

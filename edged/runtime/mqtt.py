@@ -39,7 +39,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,13 +84,15 @@ def event_payload(event: IdentityEvent, device: str, camera: str) -> dict[str, A
     """The JSON body of `<p>/event` (schema 1; `candidate` and `reason` added in edged 0.2: for `unknown`, the
     nearest enrolled person and why the face was not named)."""
     return {
-        "schema": EVENT_SCHEMA, "type": str(event.kind), "device": device, "camera": camera,
+        "schema": EVENT_SCHEMA, "type": str(event.kind), "device": device, "camera": event.camera or camera,
         "person": event.person, "distance": round(float(event.distance), 4),
         "confidence": round(float(event.confidence), 4), "track_id": event.track_id,
         "box": event.box.as_list(), "frame": event.frame, "timestamp": iso8601(event.wall),
         "candidate": event.candidate, "reason": None if event.reason is None else str(event.reason),
         "visit_id": event.visit_id or None,
         "liveness": None if event.liveness is None else event.liveness.as_dict(),
+        # several cameras on one door: every camera that saw the visit (edged 0.3)
+        **({"cameras": list(event.cameras)} if len(event.cameras) > 1 else {}),
     }
 
 
@@ -187,11 +189,13 @@ class MqttPublisher:
 
     def __init__(self, cfg: MQTTConfig, device_id: str, camera: str, password: str | None = None,
                  ha: HomeAssistantConfig | None = None, snapshots: bool = False, access: bool = False,
-                 outbox: Path | None = None) -> None:
-        """`outbox`: the file events wait in until acknowledged (None: memory, lost with the process)."""
+                 outbox: Path | None = None, cameras: Sequence[str] = ()) -> None:
+        """`outbox`: the file events wait in until acknowledged (None: memory, lost with the process); `cameras`:
+        every camera of a daemon with several (`camera` is then the first)."""
         self.cfg = cfg
         self.device_id = device_id
         self.camera = camera
+        self.cameras = tuple(cameras) if len(cameras) > 1 else ()
         self.ha = ha or HomeAssistantConfig()
         self.snapshots = snapshots
         self.access = access
@@ -319,16 +323,33 @@ class MqttPublisher:
 
     def publish_health(self, health: Health, queue: int, people: int, frames_dropped: int, unknown_today: int) -> None:
         """Diagnostics (retained status JSON) and the camera's availability."""
-        streaming = health.camera == SourceState.STREAMING and not health.camera_stalled
-        self._set_state(self.topics.camera_availability(self.camera), ONLINE if streaming else OFFLINE)
-        self._set_state(self.topics.camera_state(self.camera),
-                        b"stalled" if health.camera_stalled else str(health.camera).encode())
+        if health.cameras:
+            for cam in health.cameras:
+                self._set_state(self.topics.camera_availability(cam.name), ONLINE if cam.streaming else OFFLINE)
+                self._set_state(self.topics.camera_state(cam.name),
+                                b"stalled" if cam.stalled else str(cam.state).encode())
+            any_streaming = any(cam.streaming for cam in health.cameras)
+            self._set_state(self.topics.cameras_availability, ONLINE if any_streaming else OFFLINE)
+        else:
+            streaming = health.camera == SourceState.STREAMING and not health.camera_stalled
+            self._set_state(self.topics.camera_availability(self.camera), ONLINE if streaming else OFFLINE)
+            self._set_state(self.topics.camera_state(self.camera),
+                            b"stalled" if health.camera_stalled else str(health.camera).encode())
         status = {"fps": round(health.fps, 1), "camera": "stalled" if health.camera_stalled else str(health.camera),
                   "tracks": health.tracks, "last_person": health.last_person, "queue": queue, "people": people,
                   "frames_dropped": frames_dropped, "frames_dropped_percent": health.dropped_percent,
                   "overloaded": health.overloaded, "detect_every_n": health.detect_every_n,
                   "unknown_today": unknown_today,
                   "timestamp": iso8601(health.wall)}
+        if health.cameras:  # several cameras: each one's part; the totals over all of them
+            status["cameras"] = {cam.name: {
+                "fps": round(cam.fps, 1), "state": "stalled" if cam.stalled else str(cam.state), "tracks": cam.tracks,
+                "frames_processed": cam.frames_processed, "frames_dropped": cam.frames_dropped,
+                "frames_dropped_percent": cam.dropped_percent, "overloaded": cam.overloaded,
+                "detect_every_n": cam.detect_every_n} for cam in health.cameras}
+            status["fps"] = round(sum(cam.fps for cam in health.cameras), 1)
+            status["overloaded"] = any(cam.overloaded for cam in health.cameras)
+            status["frames_dropped_percent"] = max(cam.dropped_percent for cam in health.cameras)
         self._set_state(self.topics.status, compact(status))
 
     def set_people(self, people: Iterable[PersonEntity]) -> None:
@@ -442,7 +463,7 @@ class MqttPublisher:
 
     def _publish_discovery_locked(self) -> None:
         messages = discovery_messages(self.topics, self.device_id, self.camera, self._people, self.snapshots,
-                                      self.access, self.cfg.qos)
+                                      self.access, self.cfg.qos, self.cameras)
         for topic, payload in messages.items():
             self._publish_locked(topic, compact(payload), retain=True)
         for topic in sorted(self._published_configs - set(messages)):
@@ -453,7 +474,7 @@ class MqttPublisher:
     def _expected(self) -> set[str]:
         """Retained topics this device should have now."""
         configs = set(discovery_messages(self.topics, self.device_id, self.camera, self._people, self.snapshots,
-                                         self.access, self.cfg.qos)) if self.ha.enabled else set()
+                                         self.access, self.cfg.qos, self.cameras)) if self.ha.enabled else set()
         return (configs | {self.topics.person(p.name) for p in self._people}
                 | {self.topics.last_seen(p.name) for p in self._people})
 
@@ -648,7 +669,8 @@ class MqttSink(EventSink):
             self.publisher.publish_access(item)
         elif isinstance(item, Health):
             self._count_unknown(item.wall, 0)
-            self.publisher.publish_health(item, self.publisher.queued, self._people, item.frames_dropped,
+            dropped = sum(c.frames_dropped for c in item.cameras) if item.cameras else item.frames_dropped
+            self.publisher.publish_health(item, self.publisher.queued, self._people, dropped,
                                           self._unknown_today)
 
     def _count_unknown(self, wall: float, n: int = 1) -> None:

@@ -23,7 +23,7 @@ def build_sinks(cfg: Config, gallery_path: Path | None = None, embedder: Embedde
         outbox = gallery_path.with_name(gallery_path.name + ".outbox") if gallery_path is not None else None
         publisher = MqttPublisher(cfg.mqtt, cfg.device_id, cfg.camera.name, mqtt_password(cfg.mqtt),
                                   cfg.homeassistant, cfg.snapshots.enabled, access=cfg.access.enabled,
-                                  outbox=outbox)
+                                  outbox=outbox, cameras=[c.name for c in cfg.cameras])
         sinks.append(MqttSink(publisher, cfg.snapshots))
     if gallery_path is not None and embedder is not None and cfg.unknowns.enabled:
         from edged.runtime.unknowns_sink import UnknownsSink

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edged.config import Config, DetectorConfig, PresenceConfig, QualityConfig, TrackingConfig, VoteConfig
+from edged.config import CameraConfig, Config, DetectorConfig, PresenceConfig, QualityConfig, TrackingConfig, VoteConfig
 from edged.embed.base import Embedder
 from edged.gallery.enroll import canonical_crop
 from edged.gallery.enroll import sharpness as crop_sharpness
@@ -153,24 +153,38 @@ class RecognitionPipeline:
         return self.liveness is not None
 
     @classmethod
-    def from_config(cls, cfg: Config, embedder: Embedder, detector: FaceDetector | None = None) -> RecognitionPipeline:
-        """The pipeline with the config sections it needs."""
+    def from_config(cls, cfg: Config, embedder: Embedder, detector: FaceDetector | None = None,
+                    camera: CameraConfig | None = None, share: RecognitionPipeline | None = None
+                    ) -> RecognitionPipeline:
+        """The pipeline with the config sections it needs, for `camera` (default: the first camera). `share`: another
+        camera's pipeline whose models (detector, landmarks, liveness texture) this one uses too."""
+        cam = camera or cfg.camera
+        assert cam is not None
+        detection = (cfg.detector if cam.every_n_frames is None
+                     else cfg.detector.model_copy(update={"every_n_frames": cam.every_n_frames}))
         samples = cfg.unknowns.samples_per_visit if cfg.unknowns.enabled else 0
-        aligner = FaceAligner(embedder.alignment)
         note = None
-        if detector is None:
-            from edged.models.detectors import face_detector  # the models directory's RetinaFace files
+        if share is not None:
+            aligner = share.aligner
+            detector = detector or share.detector
+        else:
+            aligner = FaceAligner(embedder.alignment)
+            if detector is None:
+                from edged.models.detectors import face_detector  # the models directory's RetinaFace files
 
-            detector, choice = face_detector(cfg)
-            note = choice.note
+                detector, choice = face_detector(cfg)
+                note = choice.note
         liveness = None
         if cfg.liveness.enabled:
-            from edged.models.liveness import texture_model  # onnxruntime only when liveness is on
+            if share is not None and share.liveness is not None:
+                liveness = TrackLiveness(cfg.liveness, share.liveness.texture, landmarks=share.liveness.predict)
+            else:
+                from edged.models.liveness import texture_model  # onnxruntime only when liveness is on
 
-            texture = texture_model(cfg) if cfg.liveness.require != "motion" else None
-            shared = aligner.predictor if aligner.predictor.points == 68 else None  # nn4: one 68-point model
-            liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared)
-        pipeline = cls(embedder, cfg.detector, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
+                texture = texture_model(cfg) if cfg.liveness.require != "motion" else None
+                shared = aligner.predictor if aligner.predictor.points == 68 else None  # nn4: one 68-point model
+                liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared)
+        pipeline = cls(embedder, detection, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
                        aligner=aligner, quality=cfg.quality, samples_per_track=samples, liveness=liveness)
         pipeline.detector_note = note
         return pipeline

@@ -25,6 +25,38 @@ class PersonTiming:
 
 
 @dataclass
+class CameraStats:
+    """One camera's part of a run (several cameras in one daemon)."""
+
+    name: str = ""
+    source: SourceStatus = field(default_factory=lambda: SourceStatus(SourceState.STARTING))
+    is_file: bool = False
+    pipeline: PipelineStats = field(default_factory=PipelineStats)
+    decode_s: float = 0.0
+    #: Seconds from this camera's first frame to its last processed one.
+    processing_s: float = 0.0
+    overload_warnings: int = 0
+    cadence_changes: int = 0
+    max_cadence_factor: int = 1
+
+    @property
+    def frames_processed(self) -> int:
+        return self.pipeline.frames
+
+    @property
+    def realtime_factor(self) -> float | None:
+        if not self.is_file or self.processing_s <= 0 or not self.source.fps:
+            return None
+        return round(self.source.frames_read / self.source.fps / self.processing_s, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(frames_read=self.source.frames_read, frames_dropped=self.source.frames_dropped,
+                   frames_processed=self.frames_processed, realtime_factor=self.realtime_factor)
+        return out
+
+
+@dataclass
 class RunStats:
     """One run: the camera's, the pipeline's and every sink's own statistics, and what the process spent."""
 
@@ -50,6 +82,8 @@ class RunStats:
     overload_warnings: int = 0
     cadence_changes: int = 0
     max_cadence_factor: int = 1
+    #: Every camera's own statistics by name (the fields above are the first camera's).
+    cameras: dict[str, CameraStats] = field(default_factory=dict)
 
     @property
     def frames_read(self) -> int:
@@ -89,6 +123,7 @@ class RunStats:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["cameras"] = {name: c.to_dict() for name, c in self.cameras.items()}
         out["people"] = {k: {**asdict(v), "latency_s": round(v.latency_s, 4)} for k, v in self.people.items()}
         out.update(frames_read=self.frames_read, frames_dropped=self.frames_dropped,
                    frames_processed=self.frames_processed, fps=self.fps, realtime_factor=self.realtime_factor,

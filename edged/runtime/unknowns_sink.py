@@ -81,7 +81,8 @@ class UnknownsSink(EventSink):
             s.embedding, self.embedder, self.embedder_version, s.face_px, s.sharpness,
             encode_png(s.crop) if self.cfg.keep_crops and s.crop is not None else None,
             CROP_FORMAT if self.cfg.keep_crops and s.crop is not None else None) for s in event.samples]
-        visit = unknowns.UnknownVisit(self.camera, event.first_wall or event.wall, event.wall, event.track_id,
+        visit = unknowns.UnknownVisit(event.camera or self.camera, event.first_wall or event.wall, event.wall,
+                                      event.track_id,
                                       event.candidate, float(event.distance),
                                       str(event.reason) if event.reason is not None else None)
         self._visits[event.track_id] = unknowns.add_visit(self._gallery, visit, samples)

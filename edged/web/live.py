@@ -155,19 +155,22 @@ class WebSink(EventSink):
     # ---- the sink's thread ----
 
     def handle(self, item: StreamItem) -> None:
+        live = getattr(item, "camera", "") in ("", self.camera)  # the live view shows the first camera
         if isinstance(item, IdentityEvent):
-            if item.kind == EventKind.RECOGNIZED:
+            if item.kind == EventKind.RECOGNIZED and live:
                 self._note(item.track_id).confidence = item.confidence
             if item.resumed:
                 return
             thumb = (face_thumbnail(item) if self.cfg.event_thumbnails and item.kind != EventKind.LEFT else None)
-            self._store(str(item.kind), event_payload(item, self.device, self.camera), item.wall, item.person, thumb)
+            self._store(str(item.kind), event_payload(item, self.device, self.camera), item.wall, item.person, thumb,
+                        item.camera or self.camera)
         elif isinstance(item, AccessDecision):
-            if item.track_id is not None:
+            if item.track_id is not None and live:
                 self._note(item.track_id).access = str(item.outcome)
-            self._store("access", access_payload(item, self.device), item.wall, item.person, None)
+            self._store("access", access_payload(item, self.device), item.wall, item.person, None, item.camera)
         elif isinstance(item, LivenessReport):
-            self._note(item.track_id).liveness = item
+            if live:
+                self._note(item.track_id).liveness = item
         elif isinstance(item, Health):
             self.health = item
         elif isinstance(item, PeopleChanged):
@@ -183,12 +186,12 @@ class WebSink(EventSink):
             return note
 
     def _store(self, kind: str, payload: dict[str, Any], wall: float, person: str | None,
-               thumb: bytes | None) -> None:
+               thumb: bytes | None, camera: str = "") -> None:
         if self._gallery is None:
             return
         if self._since_purge >= PURGE_EVERY:
             self._purge()
-        event_store.add(self._gallery, kind, person, self.camera, wall, payload, thumb)
+        event_store.add(self._gallery, kind, person, camera or self.camera, wall, payload, thumb)
         self.stored += 1
         self._since_purge += 1
 
