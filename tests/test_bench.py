@@ -151,6 +151,13 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     assert idle["motion_skipped"] > 0 and idle["recognized"] == "lin-manuel-miranda"
     assert 0 < idle["first_recognition_after_s"] < 5
 
+    mc = report["multi_camera"]
+    assert mc["counts"] == [1, 2] and [c["name"] for c in mc["2"]["one_process"]["cameras"]] == ["cam1", "cam2"]
+    assert all(c["frames"] == 275 and c["realtime_factor"] > 0 for c in mc["2"]["one_process"]["cameras"])
+    assert len(mc["2"]["separate_processes"]["realtime_factors"]) == 2
+    # memory, not time: the second camera shares the models and the gallery (separate daemons load both twice)
+    assert mc["2"]["rss_vs_one_camera"] < 1.5 and mc["2"]["rss_vs_separate"] < 0.75
+
     rt = report["peers"]["nn4_runtimes"]
     # the peers run the same network and weights: their embeddings agree with edged's
     assert max(rt["max_abs_diff_vs_edged"].values()) <= 1e-4
@@ -173,7 +180,8 @@ def test_human_report_is_a_table_of_the_same_numbers(report: dict[str, Any]) -> 
     for needle in ("Stages (median ms)", "detect HOG 1280x720 upsample1", "embed nn4 batch 64",
                    "match exact, 100,000 samples", "End to end: daemon on short_hamilton_clip.mp4",
                    "Peers: nn4 runtimes", "edged/ORT", "face_recognition-style", "load average",
-                   "Real cameras (detector retinaface)", "pedestrians_1080p:", "idle scene (12 s still"):
+                   "Real cameras (detector retinaface)", "pedestrians_1080p:", "idle scene (12 s still",
+                   "Several cameras (short_hamilton_clip.mp4"):
         assert needle in text, needle
     ratio = report["peers"]["nn4_runtimes"]["batch_16"]["ratio_edged_onnxruntime"]
     assert f"{ratio:.2f}" in text

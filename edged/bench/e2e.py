@@ -84,6 +84,9 @@ def e2e_child_main(argv: Sequence[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     try:
         cfg = bench_config(spec["config"], Path(spec["clip"]), Path(spec["gallery"]), spec.get("camera"))
+        if spec.get("copies", 1) > 1:  # several cameras in one daemon, each reading the clip
+            cfg = cfg.model_copy(update={"cameras": [cfg.camera.model_copy(update={"name": f"cam{i + 1}"})
+                                                     for i in range(int(spec["copies"]))]})
         if spec.get("detector"):
             cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update=spec["detector"])})
         if spec.get("web_port"):  # the same run with the web page on (watched or not: see edged.bench.web)
@@ -112,16 +115,18 @@ def e2e_child_main(argv: Sequence[str]) -> int:
 def run_daemon_child(config_path: str | None, clip: Path, gallery: Path, workdir: Path,
                      timeout_s: float = 600.0, liveness_models: Path | None = None,
                      web: tuple[int, Path] | None = None, camera: Mapping[str, Any] | None = None,
-                     models_dir: Path | None = None, detector: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     models_dir: Path | None = None, detector: Mapping[str, Any] | None = None,
+                     copies: int = 1) -> dict[str, Any]:
     """Start the child, wait for it, return what it wrote; BenchError with its last error line on failure.
     `liveness_models`: a models directory with the MiniFASNet files: the run has liveness on. `web`: (port,
     auth file): the run serves the web page there. `camera`: camera settings over the bench's (every frame,
     no pacing). `models_dir`: the child's $EDGED_MODELS (the bench's, with RetinaFace). `detector`: detector
-    settings over the config's."""
+    settings over the config's. `copies`: that many cameras in the one daemon, each reading the clip."""
     spec = {"config": config_path, "clip": str(clip), "gallery": str(gallery), "out": str(workdir / "e2e.json"),
             "liveness_models": str(liveness_models) if liveness_models else None,
             "web_port": web[0] if web else None, "web_auth": str(web[1]) if web else None,
-            "camera": dict(camera) if camera else None, "detector": dict(detector) if detector else None}
+            "camera": dict(camera) if camera else None, "detector": dict(detector) if detector else None,
+            "copies": copies}
     spec_path = workdir / "e2e-spec.json"
     spec_path.write_text(json.dumps(spec))
     drop = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} | ({"EDGED_MODELS"} if liveness_models else set())

@@ -167,6 +167,10 @@ def run_bench(shared: Path, plan: BenchPlan, config_path: str | None = None,
         report["end_to_end_web"] = web_runs(config_path, shared / CLIP, gallery, work, fps, plan, models)
         note("real cameras: 1080p, 720p, detectors, idle scene")
         report["cameras"] = bench_cameras(config_path, shared, gallery, work, plan, models, cfg, embedder)
+        note("several cameras: one daemon vs separate daemons")
+        from edged.bench.multi import bench_multi_camera
+
+        report["multi_camera"] = bench_multi_camera(config_path, shared / CLIP, gallery, work, plan, models)
         note("face_recognition-style peer")
         frames, _ = read_clip(shared / CLIP, plan.peer_frames)
         first = plan.peer_frames[0] if plan.peer_frames else 0

@@ -156,6 +156,7 @@ def format_report(r: dict[str, Any]) -> list[str]:
                      f"{web['idle_vs_without'] or 0:.3f}, watched/without {web['watched_vs_without'] or 0:.3f})")
 
     lines += _camera_lines(r.get("cameras") or {})
+    lines += _multi_camera_lines(r.get("multi_camera") or {})
 
     rt = peers["nn4_runtimes"]
     rows = []
@@ -222,3 +223,24 @@ def _camera_lines(cam: dict[str, Any]) -> list[str]:
                  + (f"{idle['recognized']} recognised {after:.2f} s (wall) after appearing" if after is not None
                     else "the face was not recognised"))
     return lines
+
+
+def _multi_camera_lines(mc: dict[str, Any]) -> list[str]:
+    """Several cameras: N cameras in one daemon vs N separate daemons."""
+    if not mc:
+        return []
+    if "skipped" in mc:
+        return ["", f"Several cameras: skipped ({mc['skipped']})"]
+    one = mc["1"]["one_process"]
+    rows = [["1", f"{one['realtime_factor_min']:.2f}x", f"{one['cpu_s']:.1f}", f"{one['peak_rss_mb']:.0f}", "-",
+             "-", "-", "1.00"]]
+    for n in mc["counts"][1:]:
+        row = mc[str(n)]
+        t, a = row["one_process"], row["separate_processes"]
+        rows.append([str(n), f"{t['realtime_factor_min']:.2f}x", f"{t['cpu_s']:.1f}", f"{t['peak_rss_mb']:.0f}",
+                     f"{a['realtime_factor_min']:.2f}x", f"{a['cpu_s']:.1f}", f"{a['peak_rss_mb']:.0f}",
+                     f"{row['rss_vs_one_camera']:.2f}"])
+    return ["", f"Several cameras ({mc['clip']} on every camera, every frame as fast as possible; one daemon vs "
+                "separate daemons at the same time)",
+            *_table(rows, ["cameras", "one daemon: slowest camera", "CPU s", "RSS MB", "separate: slowest",
+                           "CPU s", "RSS MB (sum)", "RSS vs 1 camera"])]
