@@ -319,6 +319,7 @@ class Daemon:
         next_reload_check = time.monotonic() + self.cfg.gallery.reload_check_s
         next_load = time.monotonic() + LOAD_SAMPLE_S
         first = 0  # round-robin: the camera that goes first in this pass
+        reported: tuple[SourceState, ...] = ()  # the cameras' states in the last status
         while not self.stop_event.is_set():
             now = time.monotonic()
             if now >= next_load:
@@ -350,11 +351,12 @@ class Daemon:
                 last = self._runs[-1].grabber
                 self.request_stop((last.status().detail if last is not None else "") or "source ended")
                 break
-            if time.monotonic() >= next_status:
-                self._report_status()
-                next_status = time.monotonic() + status_every
             if not processed:
                 self._frame_ready.wait(POLL_S)
+            states = tuple(run.grabber.status().state for run in self._runs if run.grabber is not None)
+            if time.monotonic() >= next_status or states != reported:  # and at once when a camera's state changes
+                self._report_status()
+                next_status, reported = time.monotonic() + status_every, states
 
     def _step(self, run: CameraRun) -> bool:
         """Take and process one frame of this camera, if one is waiting; True when a frame was processed."""
