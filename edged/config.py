@@ -479,6 +479,30 @@ class WebConfig(_Section):
     login_backoff_s: float = Field(30.0, gt=0.0, le=86400)
 
 
+class FleetConfig(_Section):
+    """Boxes with the same `id` share their gallery over the MQTT broker (`edged.fleet`); off unless enabled."""
+
+    enabled: bool = False
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                           json_schema_extra=_hint("1-64 letters, digits, '_' or '-'"))
+    #: This box's name in the fleet (default: `device_id`).
+    box_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                               json_schema_extra=_hint("1-64 letters, digits, '_' or '-'"))
+    #: The keys (`edged fleet init/join`); default: beside the gallery, `<gallery dir>/fleet`.
+    dir: str | None = None
+    #: Records are retained under `<topic_prefix>/<id>/...`.
+    topic_prefix: str = Field("edged/fleet", pattern=r"^[^#+\s]+$", json_schema_extra=_hint(_TOPIC_HINT))
+    #: Send the enrolled face crops too (lets another box re-embed; more data, and more biometric data moving).
+    sync_crops: bool = False
+    #: How often the box looks for local gallery changes to publish (seconds).
+    poll_s: float = Field(1.0, ge=0.1, le=3600)
+    #: How often the box publishes its health (retained), and when `edged fleet status` calls a box stale.
+    health_every_s: float = Field(30.0, ge=1.0, le=86400)
+    stale_after_s: float = Field(120.0, ge=2.0, le=7 * 86400)
+    #: Largest record accepted (KiB); a person with 10 samples is ~8 KiB without crops.
+    max_record_kib: int = Field(4096, ge=16, le=65536)
+
+
 class ModelsConfig(_Section):
     dir: str | None = None
 
@@ -521,6 +545,7 @@ class Config(_Section):
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
@@ -953,6 +978,23 @@ def _semantic_checks(cfg: Config, v: _Report, listed: bool = False) -> None:
     if bool(wtls.cert_file) != bool(wtls.key_file):
         v.problem(("web", "tls", "cert_file"), "cert_file and key_file must be given together")
     _access_checks(cfg, v, listed)
+    if cfg.fleet.enabled:
+        if not cfg.fleet.id:
+            v.problem(("fleet", "id"), "required when fleet.enabled is true (the id every box of the fleet shares)")
+        if not cfg.mqtt.enabled:
+            v.problem(("fleet", "enabled"), "the fleet syncs over MQTT: needs mqtt.enabled true")
+
+
+def fleet_dir(cfg: Config, gallery: str | os.PathLike[str] | None = None) -> Path:
+    """Where this box's fleet keys live: `fleet.dir`, else `fleet/` beside the gallery file."""
+    if cfg.fleet.dir:
+        return Path(cfg.fleet.dir).expanduser()
+    return Path(gallery or cfg.gallery.path).expanduser().parent / "fleet"
+
+
+def fleet_box(cfg: Config) -> str:
+    """This box's id in the fleet: `fleet.box_id`, else `device_id`."""
+    return cfg.fleet.box_id or cfg.device_id
 
 
 def _minutes(hhmm: str) -> int:

@@ -34,9 +34,11 @@ def require_mosquitto() -> None:
 
 
 class Broker:
-    """mosquitto with persistence in `workdir`; optional password file and TLS listener."""
+    """mosquitto with persistence in `workdir`; optional password file, TLS listener and bridge."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None,
+                 extra: list[str] | None = None) -> None:
+        """`extra`: more config lines, after the listener's (a bridge `connection` section)."""
         require_mosquitto()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +57,7 @@ class Broker:
             lines.append("allow_anonymous true")
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+        lines += extra or []
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 

@@ -203,6 +203,8 @@ def test_two_cameras_in_one_daemon_under_overload(tmp_path: Path, lin_gallery_fi
             assert wait_until(lambda: any(json.loads(m.payload)["camera"] == "street" and
                                           json.loads(m.payload)["type"] == "unknown"
                                           for m in sub.on("edged/home/event")), 90), text_of(log_file)
+            # and the overload is said per camera (after a second of it: the events can come sooner)
+            assert wait_until(lambda: "camera stage: overloaded" in log_file.read_text(), 30), text_of(log_file)
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(20)
         finally:

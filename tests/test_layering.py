@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "gallery": 4,  # SQLite store, transfer, matching, calibration, enrollment
     "eval": 5, "train": 6, "runtime": 5,  # protocols and training; the daemon and its sinks
     "web": 5,      # the web page and REST API: a sink of the daemon, or `edged web` alone
+    "fleet": 5,    # boxes sharing one gallery over MQTT: keys, signed records, the sync thread
     "bench": 7,    # measures everything
     "cli": 8, "__main__": 8,  # thin handlers
 }

@@ -12,8 +12,8 @@ from edged import __version__
 from edged.errors import EdgedError
 
 #: Command modules; each has `register(subparsers)` adding commands whose handler is `func(ctx) -> int`.
-COMMAND_MODULES = ("faces", "gallery", "unknowns", "audit", "run", "web", "service", "models", "eval", "bench",
-                   "train")
+COMMAND_MODULES = ("faces", "gallery", "unknowns", "audit", "run", "web", "fleet", "service", "models", "eval",
+                   "bench", "train")
 
 log = logging.getLogger("edged")
 

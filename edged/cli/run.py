@@ -91,6 +91,15 @@ def cmd_check_config(ctx: Context) -> int:
             except EdgedError as exc:
                 results.append({"file": name, "ok": False, "problems": [f"{name}: liveness.enabled: {exc}"]})
                 continue
+        if cfg.fleet.enabled and cfg.fleet.id:
+            from edged.config import fleet_box, fleet_dir
+            from edged.fleet.keys import load_box
+
+            try:
+                load_box(fleet_dir(cfg), cfg.fleet.id, fleet_box(cfg))
+            except EdgedError as exc:
+                results.append({"file": name, "ok": False, "problems": [f"{name}: fleet: {exc}"]})
+                continue
         notes = []
         from edged.models.detectors import choose_detector
         from edged.models.store import models_dir

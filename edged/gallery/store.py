@@ -17,7 +17,7 @@ Schema v2 adds the ignore list and the store of unknown visitors (`edged.gallery
 unknown-visitor writes bump their own `unknowns_counter`, not the change counter.
 
 Schema v3 adds the door's hash-chained audit log and its lockout state (`edged.gallery.audit`); their
-writes bump no counter.
+writes bump no counter. v4 the web page's event history, v5 the fleet's record per item (`edged.fleet.state`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from edged.fileio import shown
 log = logging.getLogger(__name__)
 
 #: Current schema version (PRAGMA user_version).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: PRAGMA application_id of edged galleries ("EDGD").
 APPLICATION_ID = 0x45444744
 #: Seconds a writer waits for another writer before giving up.
@@ -184,6 +184,21 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX events_wall ON events(wall);
     CREATE INDEX events_person ON events(person, wall);
+    """,
+    # v5: the fleet (edged.fleet.state): per person or ignore label, the last record this box published or
+    # applied: its rank (version, origin), content digest and signed bytes. Its writes bump no counter.
+    5: """
+    CREATE TABLE fleet_items (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        record BLOB NOT NULL,
+        updated TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
     """,
 }
 
@@ -440,9 +455,16 @@ class Gallery:
     def _check_and_migrate(self, created: bool) -> None:
         db = self._db
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            app_id = db.execute("PRAGMA application_id").fetchone()[0]
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            # one read transaction: another process creating the same gallery commits its schema between our
+            # reads otherwise (version 0 read before its commit, its tables after: "not an edged gallery")
+            db.execute("BEGIN")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                app_id = db.execute("PRAGMA application_id").fetchone()[0]
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not an edged gallery (not an SQLite database: {exc})") from exc
         if app_id not in (0, APPLICATION_ID) or (version == 0 and tables) or (version > 0 and "people" not in tables):

@@ -184,6 +184,57 @@ class Outbox:
             self._db.close()
 
 
+def _drop_noise(record: logging.LogRecord) -> bool:
+    """paho 2.2 logs "Client is not connected" as an ERROR on every loop pass while the broker is
+    unreachable (and once after a clean disconnect); our own log reports the connection state."""
+    return not record.getMessage().startswith("Client is not connected")
+
+
+def make_client(cfg: MQTTConfig, client_id: str, password: str | None, clean_session: bool = False) -> paho.Client:
+    """A paho client with the broker settings of `cfg` (credentials, TLS, reconnect backoff); no callbacks."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                         protocol=paho.MQTTv311)
+    paho_log = logging.getLogger(PAHO_LOGGER)
+    paho_log.addFilter(_drop_noise)
+    client.enable_logger(paho_log)
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, password)
+    tls = cfg.tls
+    if tls.enabled:
+        client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(tls.insecure)
+    client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(cfg.reconnect_max_s)))
+    return client
+
+
+def why_unreachable(cfg: MQTTConfig) -> str:
+    """Why a connection failed, in words (paho does not say): refused, unknown host, or the TLS reason
+    (e.g. certificate verify failed), found by one probe connection with the same TLS settings."""
+    import socket
+
+    try:
+        sock = socket.create_connection((cfg.host, cfg.port), timeout=3.0)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    with sock:
+        tls = cfg.tls
+        if not tls.enabled:
+            return "connection closed by the broker"
+        try:
+            ctx = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.cert_file:
+                ctx.load_cert_chain(tls.cert_file, tls.key_file)
+            ctx.check_hostname = not tls.insecure
+            with ctx.wrap_socket(sock, server_hostname=cfg.host):
+                return "TLS handshake succeeded on a probe; the broker refused or closed the connection"
+        except ssl.SSLError as exc:
+            return f"TLS: {exc.reason or exc}" + (f" ({exc.verify_message})" if getattr(exc, "verify_message", None)
+                                                  else "")
+        except OSError as exc:
+            return f"TLS: {exc.strerror or exc}"
+
+
 class MqttPublisher:
     """Publishes one device's events and state to a broker; thread-safe, never blocks the caller for the network."""
 
@@ -229,20 +280,8 @@ class MqttPublisher:
     # ---- setup ----
 
     def _make_client(self, password: str | None) -> paho.Client:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
-                             protocol=paho.MQTTv311)
-        paho_log = logging.getLogger(PAHO_LOGGER)
-        paho_log.addFilter(self._drop_noise)
-        client.enable_logger(paho_log)
-        if self.cfg.username is not None:
-            client.username_pw_set(self.cfg.username, password)
-        tls = self.cfg.tls
-        if tls.enabled:
-            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED)
-            client.tls_insecure_set(tls.insecure)
+        client = make_client(self.cfg, self.client_id, password)
         client.will_set(self.topics.availability, OFFLINE, qos=self.cfg.qos, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(self.cfg.reconnect_max_s)))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -250,11 +289,8 @@ class MqttPublisher:
         client.on_publish = self._on_publish
         return client
 
-    @staticmethod
-    def _drop_noise(record: logging.LogRecord) -> bool:
-        """paho 2.2 logs "Client is not connected" as an ERROR on every loop pass while the broker is
-        unreachable (and once after a clean disconnect); our own log reports the connection state."""
-        return not record.getMessage().startswith("Client is not connected")
+    def _why_unreachable(self) -> str:
+        return why_unreachable(self.cfg)
 
     def start(self) -> None:
         """Connect in the background; events wait in the outbox until the broker accepts the connection."""
@@ -517,32 +553,6 @@ class MqttPublisher:
         else:
             log.debug("mqtt: cannot reach broker %s:%d (attempt %d); retrying", self.cfg.host, self.cfg.port,
                       self._failures)
-
-    def _why_unreachable(self) -> str:
-        """Why a connection failed, in words (paho does not say): refused, unknown host, or the TLS reason
-        (e.g. certificate verify failed), found by one probe connection with the same TLS settings."""
-        import socket
-
-        try:
-            sock = socket.create_connection((self.cfg.host, self.cfg.port), timeout=3.0)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-        with sock:
-            tls = self.cfg.tls
-            if not tls.enabled:
-                return "connection closed by the broker"
-            try:
-                ctx = ssl.create_default_context(cafile=tls.ca_file)
-                if tls.cert_file:
-                    ctx.load_cert_chain(tls.cert_file, tls.key_file)
-                ctx.check_hostname = not tls.insecure
-                with ctx.wrap_socket(sock, server_hostname=self.cfg.host):
-                    return "TLS handshake succeeded on a probe; the broker refused or closed the connection"
-            except ssl.SSLError as exc:
-                return f"TLS: {exc.reason or exc}" + (f" ({exc.verify_message})" if getattr(exc, "verify_message", None)
-                                                      else "")
-            except OSError as exc:
-                return f"TLS: {exc.strerror or exc}"
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was = self._connected.is_set()

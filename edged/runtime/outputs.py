@@ -39,7 +39,22 @@ def build_sinks(cfg: Config, gallery_path: Path | None = None, embedder: Embedde
             sinks.append(AuditSink(gallery_path, cfg.audit, config_version(cfg)))
     if gallery_path is not None and cfg.web.enabled:
         sinks.append(web_sink(cfg, gallery_path))
+    if gallery_path is not None and embedder is not None and cfg.fleet.enabled:
+        sinks.append(fleet_sink(cfg, gallery_path, embedder.version))
     return sinks
+
+
+def fleet_sink(cfg: Config, gallery_path: Path, embedder_version: str) -> EventSink:
+    """The fleet sync as a sink; the box's keys are checked here (FleetError: one line, at start)."""
+    from edged.config import fleet_box, fleet_dir
+    from edged.fleet.keys import load_box
+    from edged.fleet.sync import FleetSync
+    from edged.runtime.fleet_sink import FleetSink
+
+    keys = load_box(fleet_dir(cfg, gallery_path), str(cfg.fleet.id), fleet_box(cfg))
+    password = mqtt_password(cfg.mqtt)
+    return FleetSink(lambda health: FleetSync(cfg.fleet, cfg.mqtt, password, keys, gallery_path, embedder_version,
+                                              health), cfg.camera.name)
 
 
 def web_sink(cfg: Config, gallery_path: Path) -> EventSink:
