@@ -144,6 +144,10 @@ def test_discovery_has_each_cameras_entities() -> None:
         sensor = configs[f"homeassistant/binary_sensor/edged_d/camera_{name}/config"]
         assert sensor["state_topic"] == f"edged/d/camera/{name}/availability"
         assert f'["{name}"]' in configs[f"homeassistant/sensor/edged_d/camera_{name}_fps/config"]["value_template"]
+        event = configs[f"homeassistant/event/edged_d/camera_{name}_face/config"]
+        assert event["state_topic"] == f"edged/d/camera/{name}/event" and event["name"] == f"Camera {name} face"
+        assert {a["topic"] for a in event["availability"]} == {"edged/d/availability",
+                                                              f"edged/d/camera/{name}/availability"}
     face = configs["homeassistant/event/edged_d/face/config"]
     assert {a["topic"] for a in face["availability"]} == {"edged/d/availability", "edged/d/cameras/availability"}
     assert "homeassistant/binary_sensor/edged_d/camera/config" not in configs
@@ -217,6 +221,10 @@ def test_two_cameras_in_one_daemon_under_overload(tmp_path: Path, lin_gallery_fi
     recognized = [e for e in events if e["type"] == "recognized"]
     assert [(e["person"], e["camera"]) for e in recognized] == [(LIN, "stage")] * len(recognized) and recognized
     assert {e["camera"] for e in events} == {"stage", "street"}
+    # each camera's events also on its own topic (the same payloads)
+    for name in ("stage", "street"):
+        own = [json.loads(m.payload) for m in sub.on(f"edged/home/camera/{name}/event")]
+        assert own and own == [e for e in events if e["camera"] == name][:len(own)], name
 
     stats = json.loads(stats_file.read_text())
     cams = stats["cameras"]
@@ -260,6 +268,10 @@ def test_two_cameras_of_one_door_give_one_recognized_per_visit(tmp_path: Path, l
         sub.close()
     assert stats.exit_reason == "end of video"
     assert {n: c.frames_processed for n, c in stats.cameras.items()} == {"left": 275, "right": 275}
+    # one embedder for both: when both cameras had a frame in a pass, their faces went into one batch (measured:
+    # 5 of the 9 batches of each camera; a pass sees only one camera's frame when the other is still decoding)
+    batches = {n: c.pipeline.embed_batches for n, c in stats.cameras.items()}
+    assert 0 < stats.shared_embed_batches <= min(batches.values()), (batches, stats.shared_embed_batches)
     events = [json.loads(m.payload) for m in sub.on("edged/home/event")]
     lin = [e for e in events if e["person"] == LIN]
     # one visit on the stage, one close up: each recognized once over both cameras, then left

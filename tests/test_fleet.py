@@ -255,10 +255,12 @@ def test_the_daemon_and_check_config_refuse_a_box_without_keys(tmp_path: Path) -
 
 # ---- end to end: two bridged brokers, a daemon on each, a third box joining late ----
 
-def still_video(path: Path) -> Path:
-    """A short still scene (an empty porch), looped by the camera: the daemons stay idle and cheap."""
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
-    frame = np.full((120, 160, 3), 90, np.uint8)
+def still_video(path: Path, photo: Path | None = None) -> Path:
+    """A short still scene looped by the camera: an empty porch (the daemon stays idle and cheap), or a photo
+    (somebody standing at the door)."""
+    frame = np.full((120, 160, 3), 90, np.uint8) if photo is None else cv2.imread(str(photo))
+    height, width = frame.shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (width, height))
     for _ in range(20):
         out.write(frame)
     out.release()
@@ -285,6 +287,11 @@ def people(gallery: Path) -> dict[str, int]:
                                    "GROUP BY p.id").fetchall())
     except sqlite3.OperationalError:  # the file is being created by the box (no tables yet)
         return {}
+
+
+def ignored(gallery: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{gallery}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT label, COUNT(*) FROM ignore_samples GROUP BY label").fetchall())
 
 
 def embeddings(gallery: Path) -> list[bytes]:
@@ -329,9 +336,10 @@ def status(cfg: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path) -> None:
-    """Enroll on A -> B names him within 5 s; remove on B -> gone from A's file; forged and unknown-key records
-    refused (and the good record restored); the link down 30 s while enrolling on A -> B converges after it
-    returns; a third box joining later gets the whole gallery; `edged fleet status` lists every box."""
+    """Enroll on A -> B names him within 5 s; remove on B -> gone from A's file; the ignore list likewise; forged
+    and unknown-key records refused (and the good record restored); the link down 30 s while enrolling on A -> B
+    converges after it returns; a third box joining later gets the whole gallery; `edged fleet status` lists every
+    box."""
     require_mosquitto()
     broker_a = Broker(tmp_path / "broker-a").start()
     link = TcpProxy(broker_a.port)
@@ -339,11 +347,12 @@ def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path)
         "connection link-to-a", f"address 127.0.0.1:{link.port}", "topic edged/fleet/# both 1",
         "cleansession false", "restart_timeout 1 2", "keepalive_interval 5"]).start()
     video = still_video(tmp_path / "porch.mp4")
+    visitor = still_video(tmp_path / "visitor.mp4", fr_dir / "obama-480p.jpg")  # at box B's door all along
     ga, gb, gc = (tmp_path / n / "gallery.db" for n in ("a", "b", "c"))
     for g in (ga, gb, gc):
         g.parent.mkdir()
     cfg_a = box_config(tmp_path / "a.yaml", "front", ga, broker_a.port, video)
-    cfg_b = box_config(tmp_path / "b.yaml", "back", gb, broker_b.port, video)
+    cfg_b = box_config(tmp_path / "b.yaml", "back", gb, broker_b.port, visitor)
     cfg_c = box_config(tmp_path / "c.yaml", "garage", gc, broker_b.port, video)
     # the fleet, as a user makes it: init on A, join + admit + join --cert for each other box
     token = cli_line(run_cli("--config", str(cfg_a), "fleet", "init"), "edged fleet join")
@@ -355,14 +364,21 @@ def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path)
     logs = {n: tmp_path / f"{n}.log" for n in ("a", "b", "c")}
     procs = {"a": start(["--config", str(cfg_a), "-v", "run", "--create"], logs["a"]),
              "b": start(["--config", str(cfg_b), "-v", "run", "--create"], logs["b"])}
+    events_b = Subscriber(broker_b.port, ["edged/back/event"])
     try:
         assert wait_until(lambda: set(status(cfg_b)) == {"front", "back"}, 60), logs["b"].read_text()[-2000:]
+        # the man at B's door is a stranger there until he is enrolled on A
+        assert wait_until(lambda: any(json.loads(m.payload)["type"] == "unknown" for m in events_b.all()), 30)
 
-        # enroll on A: B has him within 5 s
+        # enroll on A: B has him within 5 s, and B's daemon names the man at its door
         enroll_cli(ga, "obama", fr_dir / "obama.jpg", fr_dir / "obama2.jpg")
         enrolled_at = time.monotonic()
         assert wait_until(lambda: people(gb) == {"obama": 2}, 5), logs["b"].read_text()[-2000:]
-        print(f"obama on B {time.monotonic() - enrolled_at:.2f} s after the enroll command ended")
+        synced_s = time.monotonic() - enrolled_at
+        assert wait_until(lambda: any(json.loads(m.payload)["type"] == "recognized" and json.loads(m.payload)[
+            "person"] == "obama" for m in events_b.all()), 5 - synced_s), logs["b"].read_text()[-2000:]
+        print(f"obama in B's gallery {synced_s:.2f} s and named by B's daemon "
+              f"{time.monotonic() - enrolled_at:.2f} s after the enroll command on A ended")
         assert embeddings(gb) == embeddings(ga)
         enroll_cli(ga, "biden", fr_dir / "biden.jpg")
         assert wait_until(lambda: people(gb) == {"obama": 2, "biden": 1}, 5)
@@ -370,6 +386,13 @@ def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path)
         # remove on B: gone from A's gallery file, samples too
         assert run_cli("--gallery", str(gb), "gallery", "remove", "obama").returncode == 0
         assert wait_until(lambda: people(ga) == {"biden": 1}, 5), logs["a"].read_text()[-2000:]
+
+        # the ignore list travels too: a poster added on A is ignored on B; removed on B, it is gone from A
+        done = run_cli("--gallery", str(ga), "ignore", "add", "poster", str(fr_dir / "obama-480p.jpg"))
+        assert done.returncode == 0, done.stderr
+        assert wait_until(lambda: ignored(gb) == {"poster": 1}, 5), logs["b"].read_text()[-2000:]
+        assert run_cli("--gallery", str(gb), "ignore", "remove", "poster").returncode == 0
+        assert wait_until(lambda: ignored(ga) == {}, 5), logs["a"].read_text()[-2000:]
 
         # a forged record (biden's, one value changed) and one signed by an unknown key, sent to B's broker
         topic = "edged/fleet/home/item/person/biden"
@@ -429,6 +452,7 @@ def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path)
         text = run_cli("--config", str(cfg_b), "fleet", "status", "--wait", "2").stdout
         assert "garage: offline" in text and "front: online" in text and "gallery in step" in text, text
     finally:
+        events_b.close()
         for name, proc in procs.items():
             stop(proc, logs[name])
         link.close()

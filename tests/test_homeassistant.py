@@ -117,13 +117,16 @@ class Edged:
     """`edged --config CFG run` in a child process, as systemd would run it (without the notify socket)."""
 
     def __init__(self, workdir: Path, device_id: str, source: Path, gallery: Path, broker_port: int,
-                 loop: bool = False, absent_after_s: float = ABSENT_AFTER_S) -> None:
+                 loop: bool = False, absent_after_s: float = ABSENT_AFTER_S,
+                 cameras: list[dict[str, Any]] | None = None) -> None:
+        """`cameras`: several cameras (`cameras:`) instead of the one camera 'stage' on `source`."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.device_id = device_id
         self.config = self.dir / f"{device_id}.yaml"
+        camera = {"source": str(source), "name": "stage", "realtime": True, "loop": loop}
         self.config.write_text(yaml.safe_dump({
-            "device_id": device_id, "camera": {"source": str(source), "name": "stage", "realtime": True, "loop": loop},
+            "device_id": device_id, **({"cameras": cameras} if cameras else {"camera": camera}),
             "gallery": {"path": str(gallery), "reload_check_s": 0.2},
             "mqtt": {"host": "127.0.0.1", "port": broker_port, "reconnect_max_s": 1.0},
             "presence": {"absent_after_s": absent_after_s}}))
@@ -418,3 +421,44 @@ def test_removal_while_stopped_deletes_the_entity(home: Home, tmp_path: Path, ga
     edged.start()
     ha.wait_state("event.edged_shed_face", lambda s: s not in (None, "unavailable"), timeout=30)
     assert wait_until(lambda: presence not in entities_of(ha, "shed").values(), 10, poll=0.2), entities_of(ha, "shed")
+
+
+def test_two_cameras_each_have_their_entities(home: Home, tmp_path: Path, gallery: Path, clip_then_nobody: Path,
+                                              nobody: Path, edged_runs: list[Edged]) -> None:
+    """One daemon, two cameras (`cameras:`): Home Assistant shows each camera's connectivity, state, fps and face
+    event entities; Lin-Manuel on the stage fires the stage camera's event and the device's, not the porch's; the
+    person's presence is one entity over both cameras; SIGTERM makes all of them unavailable, quietly."""
+    ha = home.ha
+    mark = ha.log_mark()
+    events = ha.subscribe_events("state_changed")
+    edged = Edged(tmp_path, "pair", clip_then_nobody, gallery, home.broker.port, cameras=[
+        {"name": "stage", "source": str(clip_then_nobody), "realtime": True},
+        {"name": "porch", "source": str(nobody), "realtime": True, "loop": True}])
+    edged_runs.append(edged)
+    edged.start()
+    per_camera = {name: {"online": f"binary_sensor.edged_pair_camera_{name}",
+                         "state": f"sensor.edged_pair_camera_{name}_state",
+                         "fps": f"sensor.edged_pair_camera_{name}_frames_per_second",
+                         "face": f"event.edged_pair_camera_{name}_face"} for name in ("stage", "porch")}
+    face, presence = "event.edged_pair_face", presence_entity("pair")
+    entities = wait_entities(ha, "pair", face, presence, *(e for c in per_camera.values() for e in c.values()))
+    assert entities["edged_pair_camera_stage_face_event"] == per_camera["stage"]["face"], entities
+    assert "sensor.edged_pair_frames_per_second" not in entities.values()  # per camera instead
+    for ids in per_camera.values():
+        ha.wait_state(ids["online"], "on", timeout=30)
+        ha.wait_state(ids["state"], "streaming", timeout=30)
+        ha.wait_state(ids["fps"], lambda s: s not in (None, "unknown", "unavailable") and float(s) > 0, timeout=30)
+    ha.wait_state(presence, "on", timeout=40)
+
+    def fired(entity: str) -> list[dict[str, Any]]:
+        return [s["attributes"] for s in changes(events, entity) if s["state"] not in ("unknown", "unavailable")]
+
+    assert wait_until(lambda: ("recognized", LIN) in {(a["event_type"], a["person"])
+                                                      for a in fired(per_camera["stage"]["face"])}, 30)
+    assert all(a["camera"] == "stage" for a in fired(per_camera["stage"]["face"]) + fired(face))
+    assert ("recognized", LIN) in {(a["event_type"], a["person"]) for a in fired(face)}
+    assert fired(per_camera["porch"]["face"]) == []  # nobody on the porch
+    assert edged.signal(signal.SIGTERM) == 0, edged.log_text()
+    for entity in (face, presence, *(e for c in per_camera.values() for e in c.values())):
+        ha.wait_state(entity, "unavailable", timeout=5)
+    assert_quiet(ha, mark)

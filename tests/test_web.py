@@ -146,6 +146,8 @@ class Site:
                "mqtt": {"enabled": False},
                "web": {"enabled": True, "port": self.port, "login_attempts": 3, "login_backoff_s": 2.0, **(web or {})},
                **(extra or {})}
+        if "cameras" in cfg:  # several cameras instead of the one
+            del cfg["camera"]
         self.config = workdir / "edged.yaml"
         self.config.write_text(json.dumps(cfg))
         done = subprocess.run([sys.executable, "-m", "edged", "--config", str(self.config), "web", "set-password"],
@@ -407,6 +409,45 @@ def test_tls_page_sets_a_secure_cookie(tmp_path: Path, lin_gallery: Path) -> Non
 
 
 # ---- the page inside the daemon ----
+
+@pytest.mark.slow
+def test_daemon_serves_a_live_view_per_camera(tmp_path: Path, lin_gallery: Path, clip: Path) -> None:
+    """`edged run` with two cameras and web.enabled: each camera has its own live view (`?camera=NAME`, default
+    the first), the page links the others, an unknown camera is a 404 naming the cameras."""
+    porch = tmp_path / "porch.avi"
+    writer = cv2.VideoWriter(str(porch), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for _ in range(20):
+        writer.write(np.full((120, 160, 3), 90, np.uint8))
+    writer.release()
+    gallery = tmp_path / "gallery.db"
+    gallery.write_bytes(lin_gallery.read_bytes())
+    site = Site(tmp_path, gallery, extra={"cameras": [{"source": str(clip), "name": "stage", "loop": True},
+                                                      {"source": str(porch), "name": "porch", "loop": True}]})
+    log = tmp_path / "run.log"
+    proc = start_daemon(site.config, log)
+    try:
+        c, _ = site.login()
+
+        def width(params: dict[str, str]) -> int:
+            r = c.get("/live.jpg", params=params)
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text
+            return cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR).shape[1]
+
+        assert wait_until(lambda: c.get("/live.jpg", params={"camera": "porch"}).status_code == 200, 30)
+        assert width({"camera": "stage"}) == 640 and width({"camera": "porch"}) == 160 and width({}) == 640
+        missing = c.get("/live.jpg", params={"camera": "garage"})
+        assert missing.status_code == 404
+        assert "no camera named 'garage' (cameras: stage, porch)" in html.unescape(missing.text)
+        page = c.get("/live", params={"camera": "porch"}).text
+        assert "<strong>porch</strong>" in page and 'href="/live?camera=stage"' in page
+        assert 'src="/live.mjpg?camera=porch"' in page
+        with c.stream("GET", "/live.mjpg", params={"camera": "porch"}) as stream:
+            head = next(stream.iter_bytes())
+        assert head.startswith(b"--frame") and b"image/jpeg" in head
+    finally:
+        rc = stop_daemon(proc)
+    assert rc == 0, log.read_text()[-3000:]
+
 
 @pytest.mark.slow
 def test_daemon_serves_the_live_view_and_the_events_it_publishes(tmp_path: Path, lin_gallery: Path,

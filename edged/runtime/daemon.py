@@ -59,7 +59,7 @@ from edged.runtime.access import check_people
 from edged.runtime.cameras import DoorVisits, PresenceMerge
 from edged.runtime.outputs import build_sinks
 from edged.runtime.overload import Governor, Load, LoadWindow, OverloadWatch
-from edged.runtime.pipeline import RecognitionPipeline
+from edged.runtime.pipeline import FrameResult, RecognitionPipeline, finish_steps
 from edged.runtime.sinks import EventSink, EventStream
 from edged.runtime.stats import CameraStats, RunStats
 from edged.runtime.systemd import Notifier
@@ -330,12 +330,12 @@ class Daemon:
                 self._maybe_reload(forced=self._reload_requested.is_set())
                 next_reload_check = now + self.cfg.gallery.reload_check_s
             self._frame_ready.clear()
-            processed = False
             count = len(self._runs)
-            for k in range(count):
-                run = self._runs[(first + k) % count]
-                if not run.done and self._step(run):
-                    processed = True
+            taken = [(run, frame) for run in (self._runs[(first + k) % count] for k in range(count))
+                     if not run.done and (frame := self._take(run)) is not None]
+            processed = bool(taken)
+            if taken:
+                self._process(taken)
             first = (first + 1) % count
             if processed:
                 if watchdog_every and time.monotonic() - last_watchdog >= watchdog_every:
@@ -358,13 +358,12 @@ class Daemon:
                 self._report_status()
                 next_status, reported = time.monotonic() + status_every, states
 
-    def _step(self, run: CameraRun) -> bool:
-        """Take and process one frame of this camera, if one is waiting; True when a frame was processed."""
+    def _take(self, run: CameraRun) -> Frame | None:
+        """This camera's waiting frame; without one, the camera's end, loss or stall is handled."""
         assert run.grabber is not None
         frame = run.grabber.get(0.0)
         if frame is not None:
-            self._process(run, frame)
-            return True
+            return frame
         if run.grabber.finished:
             source = run.grabber.status()
             if source.state == SourceState.FAILED:
@@ -377,25 +376,43 @@ class Daemon:
             if (run.grabber.status().state != SourceState.STREAMING or run.stalled) and now >= run.next_idle:
                 self._emit(run, *run.pipeline.idle(now))  # camera lost: timers still run (left, absence)
                 run.next_idle = now + POLL_S
-        return False
+        return None
 
-    def _process(self, run: CameraRun, frame: Frame) -> None:
-        if run.stalled:
-            log.info("camera %s: frames flow again", run.name)
-            run.stalled = False
-        if run.first_frame_at is None:
-            run.first_frame_at = time.monotonic()
+    def _process(self, taken: list[tuple[CameraRun, Frame]]) -> None:
+        """One frame of each of these cameras, their faces embedded in one batch (one embedder for all)."""
         started = time.monotonic()
-        result = run.pipeline.process(frame)
+        for run, _frame in taken:
+            if run.stalled:
+                log.info("camera %s: frames flow again", run.name)
+                run.stalled = False
+            if run.first_frame_at is None:
+                run.first_frame_at = started
+        if len(taken) == 1:
+            run, frame = taken[0]
+            results = [run.pipeline.process(frame)]
+        else:
+            steps = [run.pipeline.steps(frame) for run, frame in taken]
+            crops = [next(s) for s in steps]
+            vectors, seconds = taken[0][0].pipeline.embed([c for cs in crops for c in cs])
+            if sum(1 for cs in crops if cs) > 1:
+                self.stats.shared_embed_batches += 1
+            results, at = [], 0
+            total = max(1, sum(len(cs) for cs in crops))
+            for s, cs in zip(steps, crops, strict=True):  # each its own rows, and its share of the time
+                results.append(finish_steps(s, (vectors[at:at + len(cs)], seconds * len(cs) / total)))
+                at += len(cs)
         self._busy_s += time.monotonic() - started
+        for (run, frame), result in zip(taken, results, strict=True):
+            self._finish_frame(run, frame, result)
+
+    def _finish_frame(self, run: CameraRun, frame: Frame, result: FrameResult) -> None:
         for report in result.liveness:
             log.info("liveness: %strack %d %s (%s)", f"{run.name} " if self.cfg.multi_camera else "",
                      report.track_id, {True: "live", False: "refused", None: "undecided"}[report.live],
                      "; ".join(report.reasons[:3]))
             self.stream.emit(replace(report, camera=run.name))
         self._emit(run, result.events, result.presence)
-        if run is self._runs[0]:
-            self.stream.offer_frame(frame, result.observations)
+        self.stream.offer_frame(frame, result.observations, run.name)
         run.last_frame_at = time.monotonic()
         run.fps_window.append(run.last_frame_at)
 

@@ -67,6 +67,10 @@ class Topics:
     def camera_state(self, camera: str) -> str:
         return f"{self.base}/camera/{topic_segment(camera)}/state"
 
+    def camera_event(self, camera: str) -> str:
+        """Several cameras: the events of one camera (the same payloads as `event`, which has every camera's)."""
+        return f"{self.base}/camera/{topic_segment(camera)}/event"
+
     def camera_availability(self, camera: str) -> str:
         return f"{self.base}/camera/{topic_segment(camera)}/availability"
 
@@ -86,7 +90,8 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
                        snapshots: bool, access: bool = False, qos: int = 1, cameras: Sequence[str] = ()
                        ) -> dict[str, dict[str, Any]]:
     """Home Assistant discovery configs: config topic -> payload. `cameras`: several cameras in one daemon (each
-    gets its connectivity, state and fps entities; what needs a camera is available while any camera is)."""
+    gets its connectivity, state, fps and face event entities; what needs a camera is available while any camera
+    is, a camera's face event while that camera is)."""
     many = len(cameras) > 1
     device = {"identifiers": [topics.node], "name": f"edged {device_id}", "manufacturer": "edged",
               "model": "edged face recognition", "sw_version": __version__}
@@ -99,18 +104,17 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
                           "payload_not_available": OFFLINE},
                          {"topic": topics.cameras_availability if many else topics.camera_availability(camera),
                           "payload_available": ONLINE, "payload_not_available": OFFLINE}]}
+    face_template = ('{"event_type": "{{ value_json.type }}", "person": {{ value_json.person | tojson }}, '
+                     '"confidence": {{ value_json.confidence }}, "track_id": {{ value_json.track_id }}, '
+                     '"visit_id": {{ value_json.visit_id | tojson }}, '
+                     '"candidate": {{ value_json.candidate | tojson }}, '
+                     '"reason": {{ value_json.reason | tojson }}, '
+                     '"liveness": {{ value_json.liveness | default(none) | tojson }}, '
+                     + ('"camera": {{ value_json.camera | tojson }}}' if many else f'"camera": "{camera}"}}'))
     out: dict[str, dict[str, Any]] = {
         topics.config("event", "face"): {
             **seeing, "name": "Face", "unique_id": f"{topics.node}_face_event", "state_topic": topics.event,
-            "event_types": ["recognized", "unknown", "left"],
-            "value_template": ('{"event_type": "{{ value_json.type }}", "person": {{ value_json.person | tojson }}, '
-                               '"confidence": {{ value_json.confidence }}, "track_id": {{ value_json.track_id }}, '
-                               '"visit_id": {{ value_json.visit_id | tojson }}, '
-                               '"candidate": {{ value_json.candidate | tojson }}, '
-                               '"reason": {{ value_json.reason | tojson }}, '
-                               '"liveness": {{ value_json.liveness | default(none) | tojson }}, '
-                               + ('"camera": {{ value_json.camera | tojson }}}' if many else
-                                  f'"camera": "{camera}"}}')),
+            "event_types": ["recognized", "unknown", "left"], "value_template": face_template,
             "icon": "mdi:face-recognition",
         },
         topics.config("sensor", "last_person"): {
@@ -145,6 +149,13 @@ def discovery_messages(topics: Topics, device_id: str, camera: str, people: Iter
             out[topics.config("sensor", f"{key}_state")] = {
                 **common, "name": f"Camera {name} state", "unique_id": f"{topics.node}_{key}_state",
                 "state_topic": topics.camera_state(name), "entity_category": "diagnostic"}
+            out[topics.config("event", f"{key}_face")] = {
+                **seeing, "availability": [seeing["availability"][0], {
+                    "topic": topics.camera_availability(name), "payload_available": ONLINE,
+                    "payload_not_available": OFFLINE}],
+                "name": f"Camera {name} face", "unique_id": f"{topics.node}_{key}_face_event",
+                "state_topic": topics.camera_event(name), "event_types": ["recognized", "unknown", "left"],
+                "value_template": face_template, "icon": "mdi:face-recognition"}
             out[topics.config("sensor", f"{key}_fps")] = {
                 **common, "name": f"Camera {name} frames per second", "unique_id": f"{topics.node}_{key}_fps",
                 "state_topic": topics.status, "value_template": f"{{{{ value_json.cameras[{json.dumps(name)}].fps }}}}",

@@ -323,7 +323,10 @@ class MqttPublisher:
     # ---- publishing ----
 
     def publish_event(self, event: IdentityEvent) -> None:
-        self._send_event(self.topics.event, compact(event_payload(event, self.device_id, self.camera)))
+        payload = compact(event_payload(event, self.device_id, self.camera))
+        self._send_event(self.topics.event, payload)
+        if self.cameras and event.camera in self.cameras:  # several cameras: also on the camera's own topic
+            self._send_event(self.topics.camera_event(event.camera), payload)
         if event.kind == EventKind.RECOGNIZED:
             self._set_state(self.topics.last_person, json.dumps(last_person_payload(event)).encode())
             if event.person is not None:

@@ -65,7 +65,7 @@ def web_sink(cfg: Config, gallery_path: Path) -> EventSink:
     from edged.web.live import WebSink
     from edged.web.server import WebServer, auth_path
 
-    sink = WebSink(cfg.device_id, cfg.camera.name, gallery_path, cfg.web)
+    sink = WebSink(cfg.device_id, cfg.camera.name, gallery_path, cfg.web, cameras=[c.name for c in cfg.cameras])
     ctx = WebContext(cfg, gallery_path, AuthFile(auth_path(cfg, gallery_path)), live=sink,
                      make_embedder=lambda name: embedder_from_config(cfg, name),
                      tls=bool(cfg.web.tls.cert_file and cfg.web.tls.key_file))

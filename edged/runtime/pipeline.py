@@ -16,14 +16,15 @@ Work is kept to what a track needs:
   tracker (`edged.track`); settled tracks keep their last detected box until the next detection;
 * a track is aligned and embedded only while its vote is not settled (so a new face is
   recognised on consecutive frames until K of M agree) and then every
-  `tracking.recognize_every_s` seconds; all faces needing it in one frame are embedded in ONE batch.
+  `tracking.recognize_every_s` seconds; all faces needing it in one frame are embedded in ONE batch
+  (and a daemon with several cameras embeds the faces of one frame of each camera in one batch: `steps`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +58,26 @@ from edged.vision.quality import assess, low_quality_reason
 RECHECK_GROWTH = 1.5
 STAGES = ("detect", "track", "align", "embed", "match", "liveness")
 
-__all__ = ["STAGES", "FrameResult", "Observation", "RecognitionPipeline"]
+__all__ = ["STAGES", "Embedded", "FrameResult", "Observation", "RecognitionPipeline", "finish_steps", "run_steps"]
+
+
+#: Embedded crops: their vectors and the seconds the embedder took.
+Embedded = tuple[np.ndarray, float]
+
+
+def run_steps(steps: Generator[list[np.ndarray], Embedded, FrameResult],
+              embed: Callable[[list[np.ndarray]], Embedded]) -> FrameResult:
+    """Drive `RecognitionPipeline.steps` with `embed` for its crops."""
+    return finish_steps(steps, embed(next(steps)))
+
+
+def finish_steps(steps: Generator[list[np.ndarray], Embedded, FrameResult], embedded: Embedded) -> FrameResult:
+    """Send a started `RecognitionPipeline.steps` the embeddings of the crops it yielded; its frame's result."""
+    try:
+        steps.send(embedded)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("pipeline steps asked for embeddings twice")
 
 
 @dataclass
@@ -202,6 +222,21 @@ class RecognitionPipeline:
     # ---- one frame ----
 
     def process(self, frame: Frame) -> FrameResult:
+        """Everything on one frame, its faces embedded here."""
+        return run_steps(self.steps(frame), self.embed)
+
+    def embed(self, crops: list[np.ndarray]) -> Embedded:
+        """Embed aligned crops in one batch: (vectors, seconds it took)."""
+        if not crops:
+            return np.zeros((0, 0), np.float32), 0.0
+        start = self._timer()
+        vectors = self.embedder.embed(crops)
+        return vectors, self._timer() - start
+
+    def steps(self, frame: Frame) -> Generator[list[np.ndarray], Embedded, FrameResult]:
+        """`process` in two halves, so that a caller can embed several pipelines' faces in one batch: the
+        generator yields the frame's aligned crops (detect, track, align done; maybe none), is sent back
+        `(vectors, seconds)` for them, and returns the frame's result (match, vote, liveness, presence)."""
         image, t = frame.image, frame.t
         self.stats.frames += 1
         detections = self._detect(image, t)
@@ -220,7 +255,7 @@ class RecognitionPipeline:
             if track.current:
                 self.voter.seen(track.id, track.box, frame.index, t, frame.wall)
         marks: dict[int, np.ndarray] = {}
-        events, embeds = self._recognize(frame, update.tracks, marks)
+        events, embeds = yield from self._recognize(frame, update.tracks, marks)
         reports: list[LivenessReport] = []
         if self.liveness is not None:
             start = self._timer()
@@ -339,12 +374,13 @@ class RecognitionPipeline:
             self._recheck[track.id] = (min(top, 2 * previous[0]), previous[1])
 
     def _recognize(self, frame: Frame, tracks: list[Track], marks_out: dict[int, np.ndarray] | None = None
-                   ) -> tuple[list[IdentityEvent], int]:
-        """Align, embed, match and vote the tracks that need it; their landmarks go into `marks_out`."""
-        if self.matcher is None:
-            return [], 0
-        todo = [tr for tr in tracks if self._needs_recognition(tr, frame.t)]
+                   ) -> Generator[list[np.ndarray], Embedded, tuple[list[IdentityEvent], int]]:
+        """Align, embed, match and vote the tracks that need it; their landmarks go into `marks_out`. Yields the
+        crops to embed exactly once (an empty list when there is nothing to embed) and gets their vectors."""
+        todo = ([tr for tr in tracks if self._needs_recognition(tr, frame.t)] if self.matcher is not None
+                else [])
         if not todo:
+            yield []
             return [], 0
         start = self._timer()
         image = frame.image
@@ -359,8 +395,9 @@ class RecognitionPipeline:
                  if why is None or tr.id not in self._poor_looks]
         crops = [self.aligner.crop(image, todo[i].box, marks[i]) for i in fresh]
         aligned = self._timer()
-        embedded_now = self.embedder.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        embedded_now, embed_s = yield crops
         embedded = self._timer()
+        assert self.matcher is not None
         matched = self.matcher.match(embedded_now) if crops else []
         vectors: list[np.ndarray] = []
         results = []
@@ -397,7 +434,7 @@ class RecognitionPipeline:
                 self._rechecked(track)
         done = self._timer()
         self.stats.seconds["align"] += aligned - start
-        self.stats.seconds["embed"] += embedded - aligned
+        self.stats.seconds["embed"] += embed_s
         self.stats.seconds["match"] += done - embedded
         self.stats.embeds += len(fresh)
         self.stats.embed_batches += 1 if fresh else 0

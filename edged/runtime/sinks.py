@@ -53,9 +53,10 @@ class EventSink:
         """Deliver one item (on the sink's thread); an exception is logged and counted, never fatal."""
         raise NotImplementedError
 
-    def offer_frame(self, frame: Frame, observations: Sequence[Observation]) -> None:
-        """A processed frame and its tracked faces (`wants_frames`), on the frame loop's thread: keep a reference
-        and return at once (no copy, no encoding: the frame is never written again)."""
+    def offer_frame(self, frame: Frame, observations: Sequence[Observation], camera: str = "") -> None:
+        """A processed frame and its tracked faces (`wants_frames`) of `camera` ("": the only one), on the frame
+        loop's thread: keep a reference and return at once (no copy, no encoding: the frame is never written
+        again)."""
 
     def close(self, timeout: float) -> None:
         """Called once after the last item was handled (or `timeout` passed)."""
@@ -198,11 +199,11 @@ class EventStream:
         for worker in self.workers:
             worker.offer(item)
 
-    def offer_frame(self, frame: Frame, observations: Sequence[Observation]) -> None:
-        """Hand a processed frame to the sinks that show frames (a reference each; returns at once)."""
+    def offer_frame(self, frame: Frame, observations: Sequence[Observation], camera: str = "") -> None:
+        """Hand a processed frame of `camera` to the sinks that show frames (a reference each; returns at once)."""
         for worker in self.workers:
             if worker.sink.wants_frames:
-                worker.sink.offer_frame(frame, observations)
+                worker.sink.offer_frame(frame, observations, camera)
 
     def emit_all(self, items: Sequence[StreamItem]) -> None:
         for item in items:

@@ -84,6 +84,8 @@ class RunStats:
     max_cadence_factor: int = 1
     #: Every camera's own statistics by name (the fields above are the first camera's).
     cameras: dict[str, CameraStats] = field(default_factory=dict)
+    #: Several cameras: embedder calls that embedded the faces of more than one camera's frame at once.
+    shared_embed_batches: int = 0
 
     @property
     def frames_read(self) -> int:

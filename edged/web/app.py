@@ -289,26 +289,39 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     # ---- live ----
 
+    cameras = [c.name for c in ctx.cfg.cameras]
+
+    def _camera(camera: str | None) -> str:
+        """The camera a live view asks for (`?camera=NAME`; default the first)."""
+        if camera is None or camera == "":
+            return cameras[0]
+        if camera not in cameras:
+            raise WebError(404, f"no camera named {camera[:64]!r} (cameras: {', '.join(cameras)})")
+        return camera
+
     @app.get("/live", response_class=HTMLResponse, include_in_schema=False)
-    def live_page(request: Request) -> Response:
+    def live_page(request: Request, camera: str | None = None) -> Response:
         principal = who(request)
-        return page(request, "live.html", principal, tracks=ctx.live.tracks() if ctx.live else [],
-                    fps=web.live_fps)
+        chosen = _camera(camera)
+        return page(request, "live.html", principal, tracks=ctx.live.tracks(chosen) if ctx.live else [],
+                    fps=web.live_fps, camera=chosen, cameras=cameras)
 
     @app.get("/live.jpg", include_in_schema=False)
-    def live_jpeg(request: Request) -> Response:
+    def live_jpeg(request: Request, camera: str | None = None) -> Response:
         who(request)
-        shot = ctx.live.live_jpeg() if ctx.live else None
+        chosen = _camera(camera)
+        shot = ctx.live.live_jpeg(chosen) if ctx.live else None
         if shot is None:
             raise WebError(404, "no live frame (the daemon is not running this page, or no frame yet)")
         return Response(shot[1], media_type="image/jpeg", headers={"X-Frame-Index": str(shot[0])})
 
     @app.get("/live.mjpg", include_in_schema=False)
-    def live_mjpeg(request: Request) -> Response:
+    def live_mjpeg(request: Request, camera: str | None = None) -> Response:
         who(request)
         live = ctx.live
         if live is None:
             raise WebError(404, "no live view: the page runs without the daemon (edged web)")
+        chosen = _camera(camera)
         period = 1.0 / web.live_fps
 
         def frames() -> Iterator[bytes]:
@@ -317,7 +330,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                 last = -1
                 due = time.monotonic()
                 while live.server is None or not live.server.stopping:
-                    shot = live.live_jpeg()
+                    shot = live.live_jpeg(chosen)
                     if shot is not None and shot[0] != last:
                         last = shot[0]
                         yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "

@@ -124,9 +124,12 @@ class WebSink(EventSink):
     queue_max = IMAGE_QUEUE_MAX
 
     def __init__(self, device: str, camera: str, gallery_path: Path, cfg: WebConfig,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, cameras: Sequence[str] = ()) -> None:
+        """`camera`: the first (or only) camera; `cameras`: every camera of a daemon with several, each with its
+        own live view."""
         self.device = device
         self.camera = camera
+        self.cameras = tuple(cameras) or (camera,)
         self.gallery_path = gallery_path
         self.cfg = cfg
         self.jpeg_quality = cfg.live_jpeg_quality
@@ -134,10 +137,12 @@ class WebSink(EventSink):
         self._gallery: Gallery | None = None
         self._since_purge = 0
         self._lock = threading.Lock()
-        self._latest: tuple[Frame, tuple[Observation, ...]] | None = None
-        self._rendered: tuple[int, bytes] | None = None
+        #: Per camera: its newest frame and faces, and that frame drawn and encoded.
+        self._latest: dict[str, tuple[Frame, tuple[Observation, ...]]] = {}
+        self._rendered: dict[str, tuple[int, bytes]] = {}
         self._render_lock = threading.Lock()
-        self._notes: dict[int, TrackNote] = {}
+        #: (camera, track id) -> what the page shows beside the face (each camera numbers its tracks from 1).
+        self._notes: dict[tuple[str, int], TrackNote] = {}
         self.health: Health | None = None
         self.people: tuple[str, ...] = ()
         self.started = clock()
@@ -149,38 +154,38 @@ class WebSink(EventSink):
 
     # ---- the frame loop's thread ----
 
-    def offer_frame(self, frame: Frame, observations: Sequence[Observation]) -> None:
-        self._latest = (frame, tuple(observations))
+    def offer_frame(self, frame: Frame, observations: Sequence[Observation], camera: str = "") -> None:
+        self._latest[camera or self.camera] = (frame, tuple(observations))
 
     # ---- the sink's thread ----
 
     def handle(self, item: StreamItem) -> None:
-        live = getattr(item, "camera", "") in ("", self.camera)  # the live view shows the first camera
+        camera = getattr(item, "camera", "") or self.camera
         if isinstance(item, IdentityEvent):
-            if item.kind == EventKind.RECOGNIZED and live:
-                self._note(item.track_id).confidence = item.confidence
+            if item.kind == EventKind.RECOGNIZED:
+                self._note(camera, item.track_id).confidence = item.confidence
             if item.resumed:
                 return
             thumb = (face_thumbnail(item) if self.cfg.event_thumbnails and item.kind != EventKind.LEFT else None)
             self._store(str(item.kind), event_payload(item, self.device, self.camera), item.wall, item.person, thumb,
                         item.camera or self.camera)
         elif isinstance(item, AccessDecision):
-            if item.track_id is not None and live:
-                self._note(item.track_id).access = str(item.outcome)
+            if item.track_id is not None:
+                self._note(camera, item.track_id).access = str(item.outcome)
             self._store("access", access_payload(item, self.device), item.wall, item.person, None, item.camera)
         elif isinstance(item, LivenessReport):
-            if live:
-                self._note(item.track_id).liveness = item
+            self._note(camera, item.track_id).liveness = item
         elif isinstance(item, Health):
             self.health = item
         elif isinstance(item, PeopleChanged):
             self.people = tuple(p.name for p in item.people)
 
-    def _note(self, track_id: int) -> TrackNote:
+    def _note(self, camera: str, track_id: int) -> TrackNote:
+        key = (camera, track_id)
         with self._lock:
-            note = self._notes.get(track_id)
+            note = self._notes.get(key)
             if note is None:
-                note = self._notes[track_id] = TrackNote()
+                note = self._notes[key] = TrackNote()
                 while len(self._notes) > NOTED_TRACKS:
                     self._notes.pop(next(iter(self._notes)))
             return note
@@ -228,28 +233,34 @@ class WebSink(EventSink):
 
     # ---- the web server's threads ----
 
-    def live_jpeg(self) -> tuple[int, bytes] | None:
-        """The newest frame drawn and encoded (cached per frame: many watchers, one encoding)."""
-        latest = self._latest
+    def _notes_of(self, camera: str) -> dict[int, TrackNote]:
+        with self._lock:
+            return {track: note for (cam, track), note in self._notes.items() if cam == camera}
+
+    def live_jpeg(self, camera: str | None = None) -> tuple[int, bytes] | None:
+        """A camera's newest frame (default: the first camera) drawn and encoded (cached per frame: many watchers,
+        one encoding)."""
+        camera = camera or self.camera
+        latest = self._latest.get(camera)
         if latest is None:
             return None
         frame, observations = latest
         with self._render_lock:
-            if self._rendered is not None and self._rendered[0] == frame.index:
-                return self._rendered
-            with self._lock:
-                notes = dict(self._notes)
-            self._rendered = (frame.index, render_live(frame, observations, notes, self.jpeg_quality))
+            rendered = self._rendered.get(camera)
+            if rendered is not None and rendered[0] == frame.index:
+                return rendered
+            rendered = (frame.index, render_live(frame, observations, self._notes_of(camera), self.jpeg_quality))
+            self._rendered[camera] = rendered
             self.frames_encoded += 1
-            return self._rendered
+            return rendered
 
-    def tracks(self) -> list[dict[str, Any]]:
-        """The faces on the newest frame (for the page's table and the API)."""
-        latest = self._latest
+    def tracks(self, camera: str | None = None) -> list[dict[str, Any]]:
+        """The faces on a camera's newest frame (default: the first camera), for the page's table and the API."""
+        camera = camera or self.camera
+        latest = self._latest.get(camera)
         if latest is None:
             return []
-        with self._lock:
-            notes = dict(self._notes)
+        notes = self._notes_of(camera)
         out = []
         for ob in latest[1]:
             note = notes.get(ob.track_id, TrackNote())
