@@ -35,21 +35,10 @@ def retinaface_paths(directory: str | Path | None = None, registry: Registry | N
                      check: bool = True) -> tuple[Path, Path]:
     """(deploy.prototxt, .caffemodel) installed in `directory` (default: the models directory); with `check`,
     each file's sha256 must match the registry (`ModelFileError` otherwise)."""
-    reg = registry or load_registry()
     folder = Path(directory).expanduser() if directory is not None else store.models_dir()
-    entry = reg.require(RETINAFACE)
-    files = {f.file: f for f in entry.files}
-    paths = []
-    for name in RETINAFACE_FILES:
-        if name not in files:
-            raise ModelNotInstalledError(f"the model registry {reg.path} lists no {name} for {RETINAFACE}")
-        path = reg.file_path(files[name], folder)
-        if not path.is_file():
-            raise ModelNotInstalledError(f"{path}: face detector model not installed; {RETINAFACE_FETCH_HINT} "
-                                         f"(needs internet; downloads {', '.join(RETINAFACE_FILES)}, 1.9 MB)")
-        if check:
-            store._checked_digests(store.InstalledModel(entry.name, path, entry, files[name]))
-        paths.append(path)
+    paths = store.installed_files(RETINAFACE, RETINAFACE_FILES, folder, registry or load_registry(), check,
+                                  f"face detector model not installed; {RETINAFACE_FETCH_HINT} (needs internet; "
+                                  f"downloads {', '.join(RETINAFACE_FILES)}, 1.9 MB)")
     return paths[0], paths[1]
 
 

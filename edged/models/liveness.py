@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from edged.config import Config
-from edged.errors import ModelNotInstalledError
 from edged.models import store
 from edged.models.registry import Registry, load_registry
 from edged.vision.antispoof import TextureModel
@@ -26,21 +25,10 @@ def minifasnet_paths(directory: str | Path | None = None, registry: Registry | N
                      check: bool = True) -> tuple[Path, Path]:
     """(MiniFASNetV2.onnx, MiniFASNetV1SE.onnx) installed in `directory` (default: the models directory);
     with `check`, each file's sha256 must match the registry (`ModelFileError` otherwise)."""
-    reg = registry or load_registry()
     folder = Path(directory).expanduser() if directory is not None else store.models_dir()
-    entry = reg.require(MINIFASNET)
-    files = {f.file: f for f in entry.files}
-    paths = []
-    for name in MINIFASNET_FILES:
-        if name not in files:
-            raise ModelNotInstalledError(f"the model registry {reg.path} lists no {name} for {MINIFASNET}")
-        path = reg.file_path(files[name], folder)
-        if not path.is_file():
-            raise ModelNotInstalledError(f"{path}: liveness model not installed; run 'edged models fetch "
-                                         f"{MINIFASNET}' (needs internet; downloads {', '.join(MINIFASNET_FILES)})")
-        if check:
-            store._checked_digests(store.InstalledModel(entry.name, path, entry, files[name]))
-        paths.append(path)
+    paths = store.installed_files(MINIFASNET, MINIFASNET_FILES, folder, registry or load_registry(), check,
+                                  f"liveness model not installed; run 'edged models fetch {MINIFASNET}' (needs "
+                                  f"internet; downloads {', '.join(MINIFASNET_FILES)})")
     return paths[0], paths[1]
 
 

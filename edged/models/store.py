@@ -168,6 +168,26 @@ def _checked_digests(model: InstalledModel) -> tuple[str, str]:
     return md5, sha
 
 
+def installed_files(name: str, file_names: tuple[str, ...], directory: Path, registry: Registry, check: bool,
+                    missing: str) -> list[Path]:
+    """The files `file_names` of registry model `name` (a model made of several files: the liveness models, the
+    face detector) installed in `directory`, in that order; `ModelNotInstalledError` "<path>: `missing`" for the
+    first absent one; with `check`, each file's checksum must match the registry (`ModelFileError`)."""
+    entry = registry.require(name)
+    files = {f.file: f for f in entry.files}
+    paths = []
+    for file_name in file_names:
+        if file_name not in files:
+            raise ModelNotInstalledError(f"the model registry {registry.path} lists no {file_name} for {name}")
+        path = registry.file_path(files[file_name], directory)
+        if not path.is_file():
+            raise ModelNotInstalledError(f"{path}: {missing}")
+        if check:
+            _checked_digests(InstalledModel(entry.name, path, entry, files[file_name]))
+        paths.append(path)
+    return paths
+
+
 def identify(model: InstalledModel, weights: LoadedWeights, md5: str, sha256: str,
              registry: Registry) -> ModelIdentity:
     """Name, version, threshold and alignment of loaded weights."""
