@@ -22,6 +22,7 @@ import yaml
 
 from edged.fleet.keys import (
     FleetError,
+    Revocations,
     admit,
     b64,
     canonical,
@@ -30,6 +31,8 @@ from edged.fleet.keys import (
     install_certificate,
     join_fleet,
     load_box,
+    load_revocations,
+    revoke,
 )
 from edged.fleet.records import ItemState, RecordRefused, open_record, sign_record, wins
 from edged.fleet.state import apply, local_changes, local_items, record_published, synced_items
@@ -59,7 +62,7 @@ def test_a_fleet_is_made_joined_and_checked(tmp_path: Path) -> None:
     assert token.startswith("edged-fleet:") and token == fleet_token(root)
     assert oct(root.stat().st_mode & 0o777) == "0o700"
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in root.iterdir()} == {
-        "fleet.json": "0o600", "root.key": "0o600", "box.key": "0o600", "box.cert": "0o600"}
+        "fleet.json": "0o600", "root.key": "0o600", "box.key": "0o600", "box.cert": "0o600", "admitted.json": "0o600"}
     front = load_box(root, "home", "front")
     assert front.certificate.box == "front"
 
@@ -161,6 +164,30 @@ def test_records_are_signed_and_every_change_to_them_is_refused(tmp_path: Path, 
     # the conflict rule: version first, then the origin box's id
     assert wins((2, "a"), (1, "z")) and wins((1, "b"), (1, "a")) and not wins((1, "a"), (1, "b"))
     assert wins((1, "a"), None) and not wins((1, "a"), (1, "a"))
+
+
+def test_a_revoked_box_is_refused(tmp_path: Path, enrolled: Path) -> None:
+    root = tmp_path / "a-fleet"
+    init_fleet(root, "home", "front", STAMP)
+    garage = load_box(make_box(root, "garage"), "home", "garage")
+    with Gallery(enrolled) as g:
+        obama = local_items(g)[("person", "obama")]
+    rec = sign_record(garage, obama, 1, STAMP)
+    assert open_record(rec.raw, garage.root, "home", MAX).origin == "garage"
+    with pytest.raises(FleetError, match="no box 'porch' was admitted from this box"):
+        revoke(root, "porch", STAMP)
+    rev = revoke(root, "garage", STAMP)
+    assert rev.version == 1 and set(rev.keys.values()) == {"garage"} and load_revocations(root) == rev
+    with pytest.raises(RecordRefused, match="signed by box 'garage', whose key the fleet's root revoked"):
+        open_record(rec.raw, garage.root, "home", MAX, revoked=rev.revoked)
+    # only the root signs revocation lists: a changed or foreign one is refused
+    changed = {**rev.as_dict(), "keys": {}}
+    with pytest.raises(FleetError, match="not signed by this fleet's root key"):
+        Revocations.from_dict(changed, garage.root, "home")
+    again = revoke(root, "garage", STAMP)
+    assert again.version == 2 and again.keys == rev.keys  # a new version, the same keys
+    with pytest.raises(FleetError, match="root key"):  # a member box cannot revoke
+        revoke(tmp_path / "garage-fleet", "front", STAMP)
 
 
 def test_local_changes_and_applying_records_to_a_real_gallery(tmp_path: Path, enrolled: Path) -> None:
@@ -436,11 +463,27 @@ def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path)
         print(f"B converged {time.monotonic() - restored:.2f} s after the link returned")
         assert people(gb) == people(ga) == {"biden": 1, "lmm": 1}
 
+        # the root revokes the tester box: its records are refused from then on, on every box
+        done = run_cli("--config", str(cfg_a), "fleet", "revoke", "tester")
+        assert done.returncode == 0 and "box 'tester' revoked" in done.stdout, done.stderr
+        assert wait_until(lambda: "revocation list version 1: records of tester are refused" in logs["b"].read_text(),
+                          10), logs["b"].read_text()[-2000:]
+        eve = sign_record(member, ItemState("person", "eve", False, "Eve", biden.embedder, biden.embedder_version,
+                                            biden.samples), 1, STAMP)
+        pub = Subscriber(broker_b.port, [])
+        pub.client.publish("edged/fleet/home/item/person/eve", eve.raw, qos=1, retain=True).wait_for_publish(5)
+        pub.close()
+        assert wait_until(lambda: "refused record 'person'/'eve': signed by box 'tester', whose key the fleet's "
+                                  "root revoked" in logs["b"].read_text(), 10), logs["b"].read_text()[-2000:]
+        assert "eve" not in people(gb) and "eve" not in people(ga)
+
         # a third box joins later with an empty gallery (no camera: `edged fleet sync`) and gets the whole gallery
         procs["c"] = start(["--config", str(cfg_c), "-v", "fleet", "sync"], logs["c"])
         assert wait_until(lambda: people(gc) == people(ga), 20), logs["c"].read_text()[-2000:]
         assert embeddings(gc) == embeddings(ga)
         assert oct(gc.stat().st_mode & 0o777) == "0o600"
+        assert wait_until(lambda: (tmp_path / "c" / "fleet" / "revoked.json").exists(), 5)  # it learnt the revocation
+        assert "eve" not in people(gc)
 
         # every box's health, retained: all online and in step; the daemons' cameras are listed
         assert wait_until(lambda: {(b, r["state"], r["in_step"]) for b, r in status(cfg_a).items()} == {
@@ -461,3 +504,25 @@ def test_a_fleet_of_two_daemons_on_bridged_brokers(tmp_path: Path, fr_dir: Path)
     for name in ("a", "b"):
         text = logs[name].read_text()
         assert "Traceback" not in text and "sync pass failed" not in text, text[-3000:]
+
+
+def test_fleet_status_rows_say_online_stale_offline_and_in_step() -> None:
+    from edged.cli.fleet import box_rows
+
+    now = 1_000_000.0
+    health = {
+        "front": {"box": "front", "online": True, "wall": now - 2, "edged": "0.1.0",
+                  "gallery": {"people": 3, "items": "abc"}, "cameras": {"door": {"state": "streaming"}},
+                  "last_event": {"kind": "recognized", "person": "ann"}},
+        "back": {"box": "back", "online": True, "wall": now - 1, "gallery": {"people": 3, "items": "abc"}},
+        "garage": {"box": "garage", "online": True, "wall": now - 1, "gallery": {"people": 2, "items": "old"}},
+        "shed": {"box": "shed", "online": True, "wall": now - 500, "gallery": {"people": 3, "items": "abc"}},
+        "attic": {"box": "attic", "online": False, "fleet": "home"},
+    }
+    rows = {r["box"]: r for r in box_rows(health, stale_after_s=120, now=now)}
+    assert {b: r["state"] for b, r in rows.items()} == {"front": "online", "back": "online", "garage": "online",
+                                                        "shed": "stale", "attic": "offline"}
+    # in step: the gallery digest most online boxes hold; a box behind is named
+    assert {b: r["in_step"] for b, r in rows.items()} == {"front": True, "back": True, "garage": False,
+                                                          "shed": None, "attic": None}
+    assert rows["front"]["cameras"] == {"door": "streaming"} and rows["front"]["age_s"] == 2.0

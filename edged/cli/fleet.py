@@ -13,12 +13,13 @@ from typing import Any
 from edged.cli.common import Context, json_option
 from edged.errors import ConfigError, EdgedError
 
-#: `edged fleet status` waits this long for the boxes' retained health.
+#: `edged fleet status` waits this long for the boxes' retained health, and reads health of at most this size.
 STATUS_WAIT_S = 3.0
+HEALTH_MAX = 64 * 1024
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fleet", help="share one gallery between boxes over MQTT: init, join, admit, status, sync",
+    p = sub.add_parser("fleet", help="boxes sharing one gallery over MQTT: init, join, admit, revoke, status, sync",
                        description="Boxes with the same fleet.id share their gallery: every enroll, removal, rename "
                                    "and ignore-list change is published as a signed record, retained on the broker "
                                    "(docs/fleet.md).")
@@ -42,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("request", metavar="REQUEST", help="the join request 'edged fleet join TOKEN' printed")
     _ids(q)
     q.set_defaults(func=cmd_admit)
+    q = fsub.add_parser("revoke", help="on the root's box: stop trusting a box (a stolen or retired one)",
+                        description="Adds every key admitted for BOX to the fleet's signed revocation list; the "
+                                    "running daemon (or 'edged fleet sync') of this box publishes it, every box "
+                                    "refuses that box's records from then on. Records it made before stay.")
+    q.add_argument("box", metavar="BOX")
+    _ids(q)
+    q.set_defaults(func=cmd_revoke)
     q = fsub.add_parser("token", help="print this fleet's token again (to join another box)")
     _ids(q)
     q.set_defaults(func=cmd_token)
@@ -137,6 +145,17 @@ def cmd_admit(ctx: Context) -> int:
     return 0
 
 
+def cmd_revoke(ctx: Context) -> int:
+    from edged.fleet.keys import revoke
+    from edged.gallery.store import utc_now
+
+    rev = revoke(_dir(ctx), ctx.args.box, utc_now())
+    ctx.print(f"box {ctx.args.box!r} revoked (revocation list version {rev.version}, {len(rev.keys)} key(s)); this "
+              f"box's running 'edged run' or 'edged fleet sync' publishes it within fleet.poll_s, and every box "
+              f"refuses that box's records from then on")
+    return 0
+
+
 def _mqtt(ctx: Context) -> tuple[Any, str | None]:
     from edged.config import mqtt_password
 
@@ -171,6 +190,8 @@ def collect_health(ctx: Context, prefix: str, wait: float) -> dict[str, dict[str
     def on_message(client, userdata, message):
         if message.topic == marker:
             done.set()
+            return
+        if len(message.payload) > HEALTH_MAX:
             return
         try:
             obj = json.loads(message.payload)

@@ -5,7 +5,9 @@ Files in the fleet directory (`fleet.dir`, 0700; every file 0600):
 * `fleet.json`: the fleet id and the root's public key (every box);
 * `root.key`: the root's private key (only on the box that ran `edged fleet init`; keep a copy offline);
 * `box.key`: this box's private key (never leaves the box);
-* `box.cert`: this box's certificate, signed by the root (`edged fleet admit` on the root's box).
+* `box.cert`: this box's certificate, signed by the root (`edged fleet admit` on the root's box);
+* `admitted.json`: on the root's box, the keys it admitted per box (what `edged fleet revoke BOX` revokes);
+* `revoked.json`: the fleet's revocation list, signed by the root (every box keeps the newest it has seen).
 
 Nothing secret travels: a joining box sends its public key (the join request) and gets back its certificate.
 Every record a box publishes carries its certificate, so every box checks it with the root's public key alone.
@@ -218,6 +220,8 @@ class BoxKeys:
     key: Ed25519PrivateKey
     certificate: Certificate
     root: Ed25519PublicKey
+    #: The fleet directory the keys came from (its revocation list is kept there).
+    directory: Path | None = None
 
     def sign(self, data: bytes) -> bytes:
         return self.key.sign(data)
@@ -237,7 +241,7 @@ def init_fleet(directory: Path, fleet: str, box: str, issued: str) -> str:
     """A new fleet with this box as its first member; returns the fleet token other boxes join with."""
     check_id(fleet, "fleet id")
     check_id(box, "box id")
-    for name in ("fleet.json", "root.key", "box.key", "box.cert"):
+    for name in ("fleet.json", "root.key", "box.key", "box.cert", "admitted.json"):
         if (directory / name).exists():
             raise FleetError(f"{shown(directory / name)} exists: this box already belongs to a fleet "
                              f"(remove {shown(directory)} to start over)")
@@ -245,6 +249,7 @@ def init_fleet(directory: Path, fleet: str, box: str, issued: str) -> str:
     root = Ed25519PrivateKey.generate()
     own = Ed25519PrivateKey.generate()
     cert = issue_certificate(root, fleet, box, public_bytes(own.public_key()), issued)
+    _write(directory / "admitted.json", json.dumps({box: [b64(cert.key)]}))
     _write(directory / "root.key", b64(private_bytes(root)))
     _write(directory / "box.key", b64(private_bytes(own)))
     _write(directory / "box.cert", json.dumps(cert.as_dict()))
@@ -293,7 +298,97 @@ def admit(directory: Path, request: str, issued: str) -> tuple[str, str]:
         raise FleetError(f"join request: missing {exc.args[0]!r} (copy the whole line)") from exc
     public_key(key, "join request: key")
     cert = issue_certificate(root, fleet, box, key, issued)
+    _record_admission(directory, box, key)
     return box, encode_token("cert", cert.as_dict())
+
+
+def _admitted(directory: Path) -> dict[str, list[str]]:
+    """On the root's box: box id -> the public keys (base64) admitted for it (`admitted.json`)."""
+    path = directory / "admitted.json"
+    return _load_json(path, "admitted boxes file") if path.exists() else {}
+
+
+def _record_admission(directory: Path, box: str, key: bytes) -> None:
+    admitted = _admitted(directory)
+    keys = admitted.setdefault(box, [])
+    if b64(key) not in keys:
+        keys.append(b64(key))
+    _write(directory / "admitted.json", json.dumps(admitted, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class Revocations:
+    """The root's list of box keys no longer trusted, versioned; every box refuses their records."""
+
+    fleet: str
+    version: int
+    #: base64 public key -> the box id it was admitted as.
+    keys: dict[str, str]
+    issued: str
+    signature: bytes = b""
+
+    def body(self) -> dict[str, Any]:
+        return {"fleet": self.fleet, "version": self.version, "keys": dict(sorted(self.keys.items())),
+                "issued": self.issued}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.body(), "sig": b64(self.signature)}
+
+    @property
+    def revoked(self) -> frozenset[bytes]:
+        return frozenset(base64.b64decode(k) for k in self.keys)
+
+    @classmethod
+    def from_dict(cls, obj: object, root: Ed25519PublicKey, fleet: str) -> Revocations:
+        """A revocation list, checked: for `fleet` and signed by its root; FleetError otherwise."""
+        if not isinstance(obj, dict):
+            raise FleetError("revocation list: not an object")
+        try:
+            keys = obj["keys"]
+            if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in keys.items()):
+                raise FleetError("revocation list: malformed keys")
+            version = obj["version"]
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise FleetError("revocation list: malformed version")
+            rev = cls(str(obj["fleet"]), version, keys, str(obj["issued"]), unb64(obj["sig"], "revocation list sig"))
+        except KeyError as exc:
+            raise FleetError(f"revocation list: missing {exc.args[0]!r}") from exc
+        if rev.fleet != fleet:
+            raise FleetError(f"revocation list is for fleet {rev.fleet!a}, not {fleet!r}")
+        if not verify(root, rev.signature, canonical(rev.body())):
+            raise FleetError("revocation list is not signed by this fleet's root key")
+        return rev
+
+
+def load_revocations(directory: Path) -> Revocations | None:
+    """This box's copy of the fleet's revocation list (`revoked.json`), checked; None when there is none."""
+    path = directory / "revoked.json"
+    if not path.exists():
+        return None
+    fleet, root = _fleet_file(directory)
+    return Revocations.from_dict(_load_json(path, "revocation list"), root, fleet)
+
+
+def store_revocations(directory: Path, rev: Revocations) -> None:
+    _write(directory / "revoked.json", json.dumps(rev.as_dict()))
+
+
+def revoke(directory: Path, box: str, issued: str) -> Revocations:
+    """On the root's box: add every key admitted for `box` to the revocation list (a new version, signed)."""
+    fleet, _ = _fleet_file(directory)
+    root = _private_key(directory / "root.key", "root key")
+    keys = _admitted(directory).get(box)
+    if not keys:
+        raise FleetError(f"no box {box!r} was admitted from this box (admitted: "
+                         f"{', '.join(sorted(_admitted(directory))) or 'none'})")
+    current = load_revocations(directory)
+    listed = dict(current.keys) if current else {}
+    listed.update(dict.fromkeys(keys, box))
+    body = Revocations(fleet, (current.version if current else 0) + 1, listed, issued)
+    rev = Revocations(fleet, body.version, body.keys, issued, root.sign(canonical(body.body())))
+    store_revocations(directory, rev)
+    return rev
 
 
 def install_certificate(directory: Path, token: str) -> Certificate:
@@ -326,4 +421,4 @@ def load_box(directory: Path, fleet: str, box: str) -> BoxKeys:
                          f"this box is {box!r} (fleet.box_id / device_id)")
     if cert.key != public_bytes(key.public_key()):
         raise FleetError(f"{shown(directory / 'box.cert')}: certificate does not match {shown(directory / 'box.key')}")
-    return BoxKeys(fleet, box, key, cert, root)
+    return BoxKeys(fleet, box, key, cert, root, directory)

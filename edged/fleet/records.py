@@ -162,10 +162,10 @@ def _sample(obj: object, what: str) -> SyncedSample:
                         str(obj["crop_format"])[:16] if crop is not None and obj.get("crop_format") else None)
 
 
-def open_record(payload: bytes, root: Any, fleet: str, max_bytes: int, topic_key: tuple[str, str] | None = None
-                ) -> Record:
-    """Check a received record: size, JSON, fleet, the certificate (root-signed, for the origin box), the
-    origin's signature, the content digest, and (when given) that it is the record of its topic's item.
+def open_record(payload: bytes, root: Any, fleet: str, max_bytes: int, topic_key: tuple[str, str] | None = None,
+                revoked: frozenset[bytes] = frozenset()) -> Record:
+    """Check a received record: size, JSON, fleet, the certificate (root-signed, for the origin box, not revoked),
+    the origin's signature, the content digest, and (when given) that it is the record of its topic's item.
     RecordRefused with a one-line reason otherwise; nothing is trusted before the signature holds."""
     if len(payload) > max_bytes:
         raise RecordRefused(f"record of {len(payload)} bytes is larger than fleet.max_record_kib")
@@ -186,6 +186,8 @@ def open_record(payload: bytes, root: Any, fleet: str, max_bytes: int, topic_key
         box_key = cert.verified(root, fleet)
     except FleetError as exc:
         raise RecordRefused(f"{what}: signed by an unknown key ({exc})") from exc
+    if cert.key in revoked:
+        raise RecordRefused(f"{what}: signed by box {cert.box!r}, whose key the fleet's root revoked")
     if not verify(box_key, sig, canonical(obj)):
         raise RecordRefused(f"{what}: bad signature (altered after box {cert.box!r} signed it)")
     if obj.get("origin") != cert.box:

@@ -5,6 +5,8 @@ Topics (`<f>` = `fleet.topic_prefix/fleet.id`):
 * `<f>/item/person/<name>`, `<f>/item/ignore/<label>`: the item's current record (`edged.fleet.records`), retained.
   A box subscribes to `<f>/item/#`; the broker (and every bridge) hands it the current record of every item,
   also after it was offline or when it joins late.
+* `<f>/revoked`: the root's revocation list (box keys whose records are refused), retained; every box keeps the
+  newest version it has seen and republishes it when the broker's is older.
 * `<f>/box/<box>/health`: the box's health, retained (the broker's will sets `online: false`).
 * `<f>/box/<box>/ping`: this box's own marker: after subscribing it publishes a nonce there; when the nonce comes
   back, every retained record was delivered before it, and only then does the box publish its local changes
@@ -36,7 +38,7 @@ import paho.mqtt.client as paho
 
 from edged import __version__
 from edged.config import FleetConfig, MQTTConfig
-from edged.fleet.keys import BoxKeys
+from edged.fleet.keys import BoxKeys, FleetError, Revocations, load_revocations, store_revocations
 from edged.fleet.records import KINDS, RecordRefused, open_record, sign_record
 from edged.fleet.state import apply, local_changes, record_published, synced_item, synced_items
 from edged.gallery.store import Gallery, utc_now
@@ -109,6 +111,10 @@ class FleetSync:
         self._client = make_client(mqtt, f"edged-{keys.box}-fleet", password)
         self._client.will_set(health_topic(self.prefix, keys.box),
                               json.dumps({"box": keys.box, "fleet": keys.fleet, "online": False}), qos=1, retain=True)
+        self._revocations: Revocations | None = None
+        self._revoked_mtime: float | None = None
+        self._broker_revocations = 0  # the newest revocation list version seen on the broker
+        self._load_revocations()
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -163,7 +169,10 @@ class FleetSync:
         self.stats.connects += 1
         self._caught_up.clear()
         self._nonce = os.urandom(8).hex()
-        client.subscribe([(f"{self.prefix}/item/#", 1), (f"{self.prefix}/box/{self.keys.box}/ping", 1)])
+        # the revocation list first: the broker sends each filter's retained messages in order, so a box that joins
+        # late knows which keys are revoked before the first record arrives
+        client.subscribe([(f"{self.prefix}/revoked", 1), (f"{self.prefix}/item/#", 1),
+                          (f"{self.prefix}/box/{self.keys.box}/ping", 1)])
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         client.publish(f"{self.prefix}/box/{self.keys.box}/ping", self._nonce, qos=1)
@@ -206,9 +215,57 @@ class FleetSync:
             except Exception:  # a bug must not end the sync thread silently; the next pass retries
                 log.exception("fleet: sync pass failed")
 
+    @property
+    def revoked(self) -> frozenset[bytes]:
+        return self._revocations.revoked if self._revocations is not None else frozenset()
+
+    def _load_revocations(self) -> None:
+        """This box's revocation list, again when its file changed (`edged fleet revoke` on the root's box)."""
+        directory = self.keys.directory
+        if directory is None:
+            return
+        path = directory / "revoked.json"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._revoked_mtime:
+            return
+        self._revoked_mtime = mtime
+        try:
+            rev = load_revocations(directory)
+        except FleetError as exc:
+            log.warning("fleet: %s", exc)
+            return
+        if rev is not None and (self._revocations is None or rev.version > self._revocations.version):
+            self._revocations = rev
+            log.info("fleet: revocation list version %d: %s revoked", rev.version,
+                     ", ".join(sorted(set(rev.keys.values()))))
+
+    def _receive_revocations(self, payload: bytes) -> None:
+        try:
+            rev = Revocations.from_dict(json.loads(payload), self.keys.root, self.keys.fleet)
+        except (FleetError, ValueError, UnicodeDecodeError) as exc:
+            self._refuse(f"revocation list: {exc}")
+            self._broker_revocations = 0  # put this box's list back in its place
+            return
+        self._broker_revocations = max(self._broker_revocations, rev.version)
+        if self._revocations is None or rev.version > self._revocations.version:
+            self._revocations = rev
+            if self.keys.directory is not None:
+                store_revocations(self.keys.directory, rev)
+                self._revoked_mtime = (self.keys.directory / "revoked.json").stat().st_mtime
+            log.warning("fleet: revocation list version %d: records of %s are refused from now on", rev.version,
+                        ", ".join(sorted(set(rev.keys.values()))))
+
     def step(self, now: float | None = None) -> None:
         """One pass: received records, then local changes (once caught up), then health when due."""
+        self._load_revocations()
         self._drain()
+        rev = self._revocations
+        if self.caught_up and rev is not None and rev.version > self._broker_revocations:
+            self._client.publish(f"{self.prefix}/revoked", json.dumps(rev.as_dict()), qos=1, retain=True)
+            self._broker_revocations = rev.version
         counter = self.gallery.change_counter()
         if self.caught_up and (self._dirty or counter != self._counter):
             self._counter = counter
@@ -235,12 +292,16 @@ class FleetSync:
         return (kind, key) if kind in KINDS and key else None
 
     def _receive(self, topic: str, payload: bytes) -> None:
+        if topic == f"{self.prefix}/revoked":
+            self._receive_revocations(payload)
+            return
         item = self._topic_item(topic)
         if item is None:
             self._refuse(f"message on {topic!a}: not an item topic")
             return
         try:
-            record = open_record(payload, self.keys.root, self.keys.fleet, self.cfg.max_record_kib * 1024, item)
+            record = open_record(payload, self.keys.root, self.keys.fleet, self.cfg.max_record_kib * 1024, item,
+                                 self.revoked)
         except RecordRefused as exc:
             self._refuse(str(exc))
             self._heal(topic, item)
