@@ -96,7 +96,9 @@ def cmd_check_config(ctx: Context) -> int:
             from edged.fleet.keys import load_box
 
             try:
-                load_box(fleet_dir(cfg), cfg.fleet.id, fleet_box(cfg))
+                # the gallery the daemon would use (--gallery, $EDGED_GALLERY, gallery.path): the keys sit beside it
+                load_box(fleet_dir(cfg, ctx.args.gallery or os.environ.get("EDGED_GALLERY") or None), cfg.fleet.id,
+                         fleet_box(cfg))
             except EdgedError as exc:
                 results.append({"file": name, "ok": False, "problems": [f"{name}: fleet: {exc}"]})
                 continue
