@@ -4,6 +4,7 @@ cameras; end to end with real videos (the hamilton clip, the 1080p pedestrians v
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -283,3 +284,29 @@ def test_two_cameras_of_one_door_give_one_recognized_per_visit(tmp_path: Path, l
     assert {e.camera for e in resumed} >= {"right"} or {e.camera for e in resumed} >= {"left"}
     presence = [json.loads(m.payload)["state"] for m in sub.on(f"edged/home/person/{LIN}")]
     assert presence == ["absent"] + ["present", "absent"] * 2, presence
+
+
+def test_unknown_visits_of_two_cameras_with_the_same_track_number_stay_apart(tmp_path: Path,
+                                                                            lin_gallery_file: Path) -> None:
+    """Each camera numbers its tracks from 1: Lin-Manuel named on the garage's track 1 must not withdraw the stranger
+    that the front camera's track 1 stored (the unknowns sink keys its visits by camera and track)."""
+    from edged.config import UnknownsConfig
+    from edged.gallery import unknowns
+    from edged.gallery.store import Gallery
+    from edged.runtime.unknowns_sink import UnknownsSink
+    from edged.types import FaceSample
+
+    gallery = tmp_path / "gallery.db"
+    gallery.write_bytes(lin_gallery_file.read_bytes())
+    with Gallery(gallery) as g:
+        [real] = g.samples(LIN)  # a real embedding stands in for the stranger's view
+    sink = UnknownsSink(gallery, UnknownsConfig(keep_crops=False), "front", real.embedder, real.embedder_version)
+    sink.start()
+    view = FaceSample(real.embedding, None, 120, 200.0)
+    sink.handle(dataclasses.replace(event(EventKind.UNKNOWN, "front", 1, 1, 100.0, person=None), samples=(view,)))
+    sink.handle(event(EventKind.RECOGNIZED, "garage", 1, 1, 101.0))
+    sink.handle(event(EventKind.LEFT, "garage", 1, 1, 102.0))
+    with Gallery(gallery) as g:
+        stored = unknowns.visits(g)
+    sink.close(1.0)
+    assert [(v.camera, v.track_id) for v in stored] == [("front", 1)] and sink.withdrawn == 0

@@ -46,7 +46,7 @@ class UnknownsSink(EventSink):
         self.embedder_version = embedder_version
         self._clock = clock
         self._gallery: Gallery | None = None
-        self._visits: dict[int, int] = {}  # track id -> visit id
+        self._visits: dict[tuple[str, int], int] = {}  # (camera, track id) -> visit id
         self._next_purge = 0.0
         self.stored = 0
         self.purged = 0
@@ -66,14 +66,18 @@ class UnknownsSink(EventSink):
                 log.info("unknowns: retention removed %d visit(s)", removed)
         if item.kind == EventKind.UNKNOWN and item.samples:
             self._store(item)
-        elif item.kind == EventKind.RECOGNIZED and item.track_id in self._visits:
+        elif item.kind == EventKind.RECOGNIZED and self._key(item) in self._visits:
             # the visitor turned out to be enrolled after all (a better view came): not a stranger, and their
             # faces must not join the margin test's cohort against themselves
             with contextlib.suppress(GalleryError):  # purged or named meanwhile
-                unknowns.delete(self._gallery, [self._visits.pop(item.track_id)])
+                unknowns.delete(self._gallery, [self._visits.pop(self._key(item))])
                 self.withdrawn += 1
-        elif item.kind == EventKind.LEFT and item.person is None and item.track_id in self._visits:
-            unknowns.touch_visit(self._gallery, self._visits.pop(item.track_id), item.wall)
+        elif item.kind == EventKind.LEFT and item.person is None and self._key(item) in self._visits:
+            unknowns.touch_visit(self._gallery, self._visits.pop(self._key(item)), item.wall)
+
+    def _key(self, event: IdentityEvent) -> tuple[str, int]:
+        """A track of one camera (several cameras number their tracks each from 1)."""
+        return (event.camera or self.camera, event.track_id)
 
     def _store(self, event: IdentityEvent) -> None:
         assert self._gallery is not None
@@ -85,7 +89,7 @@ class UnknownsSink(EventSink):
                                       event.track_id,
                                       event.candidate, float(event.distance),
                                       str(event.reason) if event.reason is not None else None)
-        self._visits[event.track_id] = unknowns.add_visit(self._gallery, visit, samples)
+        self._visits[self._key(event)] = unknowns.add_visit(self._gallery, visit, samples)
         self.stored += 1
         if len(self._visits) > 10_000:  # tracks that never sent `left` (a crash of the stream): forget the oldest
             self._visits.pop(next(iter(self._visits)))
