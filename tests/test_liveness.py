@@ -411,3 +411,31 @@ def test_eval_liveness_cli_end_to_end(models_dir, tmp_path):
     missing = run_cli("eval", "liveness", "--data", str(data), env={"EDGED_MODELS": str(tmp_path / "none")})
     assert missing.returncode == 1 and "edged models fetch minifasnet" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.pure
+def test_without_frames_the_verdict_changes_only_when_a_time_limit_passes() -> None:
+    """A still face (a photo: the same landmarks every frame) is undecided until `max_seconds`, then refused; the
+    daemon asks for a verdict between frames only when time crosses `min_seconds` or `max_seconds`."""
+    from edged.vision.align import MINMAX_TEMPLATE
+
+    cfg = LivenessConfig(require="motion", min_frames=1, min_seconds=0.5, max_seconds=2.0)
+    state = LivenessState(cfg)
+    marks = (MINMAX_TEMPLATE * 100 + 50).astype(np.float32)
+    image, box = np.zeros((200, 200, 3), np.uint8), Box(40, 40, 160, 160)
+    for i in range(5):
+        state.update(0.1 * i, image, box, marks)
+    grid = [0.45, 0.5, 0.8, 1.99, 2.0, 2.5, 9.0]
+    asked = []
+    for t in grid:
+        may = state.time_may_change_verdict(t)
+        fresh = LivenessState(cfg)  # the same evidence, never asked in between: the reference verdict at t
+        for i in range(5):
+            fresh.update(0.1 * i, image, box, marks)
+        if may:
+            asked.append(t)
+            assert state.verdict(t).live == fresh.verdict(t).live
+        else:  # nothing to recompute: the verdict is the one of the last time asked
+            assert fresh.verdict(t).live == fresh.verdict(asked[-1] if asked else 0.4).live, t
+    assert asked == [0.5, 2.0]
+    assert state.verdict(2.0).live is False and state.verdict(1.99).live is None

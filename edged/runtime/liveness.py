@@ -102,8 +102,8 @@ class TrackLiveness:
         reports = []
         for track_id, state in self._states.items():
             previous = self._last.get(track_id)
-            if previous is None or previous.live is not None:
-                continue
+            if previous is None or previous.live is not None or not state.time_may_change_verdict(t):
+                continue  # (the verdict of an undecided track changes without frames only when a time limit passes)
             verdict = state.verdict(t)
             if verdict.live is not None:
                 report = self._last[track_id] = report_of(track_id, verdict, t, wall)

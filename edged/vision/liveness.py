@@ -102,6 +102,7 @@ class LivenessState:
         self.frames = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
+        self._verdict_t = float("-inf")  # the latest time a verdict was computed for
 
     def update(self, t: float, image_rgb: np.ndarray, box: Box, landmarks: np.ndarray, texture: bool = True) -> None:
         """One checked frame of the track (frames must come in time order; an older one is ignored).
@@ -139,10 +140,21 @@ class LivenessState:
     def texture(self) -> float | None:
         return float(np.median(self._texture)) if self._texture else None
 
+    def time_may_change_verdict(self, t: float) -> bool:
+        """Whether the verdict at `t` can differ from the last one computed (or the last update's): with no new
+        frame only time passes, which matters only when it crosses `min_seconds` (enough time to decide) or
+        `max_seconds` (no motion cue in time: refused)."""
+        if self.first_t is None or self.last_t is None:
+            return False
+        before = max(self.last_t, self._verdict_t) - self.first_t
+        now = t - self.first_t
+        return any(before < limit <= now for limit in (self.cfg.min_seconds, self.cfg.max_seconds))
+
     def verdict(self, t: float | None = None) -> LivenessVerdict:
         """The verdict at time `t` (default: the last update's time)."""
         cfg = self.cfg
         now = t if t is not None else (self.last_t if self.last_t is not None else 0.0)
+        self._verdict_t = max(self._verdict_t, now)
         seconds = 0.0 if self.first_t is None else max(0.0, now - self.first_t)
         reasons: list[str] = []
         texture = self.texture if self.uses_texture else None
