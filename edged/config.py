@@ -983,6 +983,9 @@ def _semantic_checks(cfg: Config, v: _Report, listed: bool = False) -> None:
             v.problem(("fleet", "id"), "required when fleet.enabled is true (the id every box of the fleet shares)")
         if not cfg.mqtt.enabled:
             v.problem(("fleet", "enabled"), "the fleet syncs over MQTT: needs mqtt.enabled true")
+    if cfg.fleet.stale_after_s <= cfg.fleet.health_every_s:
+        v.problem(("fleet", "stale_after_s"), f"must be more than fleet.health_every_s ({cfg.fleet.health_every_s:g}):"
+                                              " every box would look stale between two health messages")
 
 
 def fleet_dir(cfg: Config, gallery: str | os.PathLike[str] | None = None) -> Path:

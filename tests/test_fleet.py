@@ -278,6 +278,13 @@ def test_the_daemon_and_check_config_refuse_a_box_without_keys(tmp_path: Path) -
     missing.write_text(cfg.read_text().replace("id: home", "box_id: x"))
     done = run_cli("check-config", str(missing))
     assert done.returncode == 2 and "fleet.id: required when fleet.enabled is true" in done.stderr
+    from edged.config import ConfigErrors, parse_config
+
+    with pytest.raises(ConfigErrors) as err:
+        parse_config("device_id: d\ncamera: {source: 0}\nfleet:\n  health_every_s: 60\n  stale_after_s: 30\n",
+                     "edged.yaml")
+    assert err.value.problems == ["edged.yaml: line 5: fleet.stale_after_s: must be more than fleet.health_every_s "
+                                  "(60): every box would look stale between two health messages"]
 
 
 # ---- end to end: two bridged brokers, a daemon on each, a third box joining late ----

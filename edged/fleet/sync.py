@@ -81,6 +81,7 @@ class FleetStats:
     refused: int = 0
     inbox_dropped: int = 0
     connects: int = 0
+    errors: int = 0
     last_applied: str | None = None
 
 
@@ -212,8 +213,10 @@ class FleetSync:
             self._wake.clear()
             try:
                 self.step()
-            except Exception:  # a bug must not end the sync thread silently; the next pass retries
-                log.exception("fleet: sync pass failed")
+            except Exception:  # a bug must not end the sync thread; the next pass retries (logged 1st, every 100th)
+                self.stats.errors += 1
+                if self.stats.errors == 1 or self.stats.errors % 100 == 0:
+                    log.exception("fleet: sync pass failed (%d failure(s) so far)", self.stats.errors)
 
     @property
     def revoked(self) -> frozenset[bytes]:
