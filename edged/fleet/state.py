@@ -73,18 +73,23 @@ def local_items(gallery: Gallery, crops: bool = False) -> dict[ItemKey, ItemStat
     return out
 
 
+_SYNCED = "SELECT kind, key, version, origin, deleted, digest, record FROM fleet_items"
+
+
+def _synced(r: tuple) -> SyncedItem:
+    return SyncedItem(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5], bytes(r[6]))
+
+
 def synced_items(gallery: Gallery) -> dict[ItemKey, SyncedItem]:
     with gallery._lock:
-        rows = gallery._db.execute(
-            "SELECT kind, key, version, origin, deleted, digest, record FROM fleet_items").fetchall()
-    return {(r[0], r[1]): SyncedItem(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5], bytes(r[6])) for r in rows}
+        rows = gallery._db.execute(_SYNCED).fetchall()
+    return {(r[0], r[1]): _synced(r) for r in rows}
 
 
 def synced_item(gallery: Gallery, kind: str, key: str) -> SyncedItem | None:
     with gallery._lock:
-        r = gallery._db.execute("SELECT kind, key, version, origin, deleted, digest, record FROM fleet_items "
-                                "WHERE kind = ? AND key = ?", (kind, key)).fetchone()
-    return SyncedItem(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5], bytes(r[6])) if r else None
+        r = gallery._db.execute(_SYNCED + " WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+    return _synced(r) if r else None
 
 
 @dataclass(frozen=True)

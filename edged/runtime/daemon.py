@@ -387,20 +387,16 @@ class Daemon:
                 run.stalled = False
             if run.first_frame_at is None:
                 run.first_frame_at = started
-        if len(taken) == 1:
-            run, frame = taken[0]
-            results = [run.pipeline.process(frame)]
-        else:
-            steps = [run.pipeline.steps(frame) for run, frame in taken]
-            crops = [next(s) for s in steps]
-            vectors, seconds = taken[0][0].pipeline.embed([c for cs in crops for c in cs])
-            if sum(1 for cs in crops if cs) > 1:
-                self.stats.shared_embed_batches += 1
-            results, at = [], 0
-            total = max(1, sum(len(cs) for cs in crops))
-            for s, cs in zip(steps, crops, strict=True):  # each its own rows, and its share of the time
-                results.append(finish_steps(s, (vectors[at:at + len(cs)], seconds * len(cs) / total)))
-                at += len(cs)
+        steps = [run.pipeline.steps(frame) for run, frame in taken]
+        crops = [next(s) for s in steps]
+        vectors, seconds = taken[0][0].pipeline.embed([c for cs in crops for c in cs])
+        if sum(1 for cs in crops if cs) > 1:
+            self.stats.shared_embed_batches += 1
+        results, at = [], 0
+        total = max(1, sum(len(cs) for cs in crops))
+        for s, cs in zip(steps, crops, strict=True):  # each its own rows, and its share of the time
+            results.append(finish_steps(s, (vectors[at:at + len(cs)], seconds * len(cs) / total)))
+            at += len(cs)
         self._busy_s += time.monotonic() - started
         for (run, frame), result in zip(taken, results, strict=True):
             self._finish_frame(run, frame, result)
