@@ -379,7 +379,8 @@ class LivenessConfig(_Section):
     require: Literal["texture+motion", "texture+blink", "texture", "motion"] = "texture+motion"
     #: Feed every Nth processed frame of a track to liveness (blinks last 0.1-0.3 s: keep >= 12 per second).
     every_n_frames: int = Field(1, ge=1, le=100)
-    #: Run the texture models on every Nth fed frame only (~15 ms per face on one core; blink + parallax ~0.8 ms).
+    #: Run the texture models on every Nth fed frame only (7-15 ms per face on one core, on a worker thread in the
+    #: daemon; blink + parallax ~0.7 ms).
     texture_every_n: int = Field(10, ge=1, le=1000)
     #: No verdict before this many fed frames...
     min_frames: int = Field(5, ge=1, le=10000)

@@ -83,6 +83,10 @@ def _liveness_run(config_path: str | None, shared: Path, gallery: Path, work: Pa
             "liveness_updates": updates,
             "ms_per_tracked_face_per_checked_frame": round(1000.0 * liveness_s / updates, 3) if updates else None,
             "liveness_ms_per_frame": summary["stage_ms_per_frame"].get("liveness"),
+            # the texture models run beside the frame loop (a worker thread): their CPU, per update, not in the above
+            "texture_worker_ms_per_update": (round(1000.0 * float(p.get("liveness_texture_worker_s", 0.0)) / updates, 3)
+                                             if updates else None),
+            "texture_runs": int(p.get("liveness_texture_runs", 0)),
             "peak_rss_mb": summary["peak_rss_mb"], "peak_rss_mb_without": without.get("peak_rss_mb"),
             "events": summary["events"]}
 

@@ -538,6 +538,9 @@ class Daemon:
             if run.grabber is not None and not run.grabber.join(1.0):
                 log.warning("camera %s: grabber did not stop within 1 s (blocked in a read); leaving it", run.name)
         self.stream.close(SINK_CLOSE_S)
+        for run in self._runs:
+            if run.pipeline.liveness is not None and run.pipeline.liveness.worker is not None:
+                run.pipeline.liveness.worker.close()  # shared by the cameras: closing twice is fine
         if self._gallery is not None:
             self._gallery.close()
 

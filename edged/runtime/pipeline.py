@@ -113,6 +113,9 @@ class PipelineStats:
     embed_batches: int = 0
     #: Liveness updates (one tracked face on one checked frame; liveness enabled).
     liveness_updates: int = 0
+    #: Seconds the liveness texture models ran in their worker thread (beside the frame loop), and how often.
+    liveness_texture_worker_s: float = 0.0
+    liveness_texture_runs: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     #: person -> (frame, t) where the track later recognised as them was first detected.
     first_detected: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -148,6 +151,8 @@ class RecognitionPipeline:
         self.stats = PipelineStats()
         self._timer = timer
         self._since_detect = detection.every_n_frames  # detect on the first frame
+        #: Timeline seconds of the latest detector run.
+        self._last_detection_t = float("-inf")
         #: `detector.every_n_frames` is multiplied by this (the daemon's `Governor` raises it under load).
         self.cadence_factor = 1
         self._since_small = detection.small_faces_every_n_frames  # with the small-face scan
@@ -197,13 +202,14 @@ class RecognitionPipeline:
         liveness = None
         if cfg.liveness.enabled:
             if share is not None and share.liveness is not None:
-                liveness = TrackLiveness(cfg.liveness, share.liveness.texture, landmarks=share.liveness.predict)
+                liveness = TrackLiveness(cfg.liveness, share.liveness.texture, landmarks=share.liveness.predict,
+                                         worker=share.liveness.worker or False)
             else:
                 from edged.models.liveness import texture_model  # onnxruntime only when liveness is on
 
                 texture = texture_model(cfg) if cfg.liveness.require != "motion" else None
                 shared = aligner.predictor if aligner.predictor.points == 68 else None  # nn4: one 68-point model
-                liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared)
+                liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared, worker=True)
         pipeline = cls(embedder, detection, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
                        aligner=aligner, quality=cfg.quality, samples_per_track=samples, liveness=liveness)
         pipeline.detector_note = note
@@ -239,13 +245,22 @@ class RecognitionPipeline:
         `(vectors, seconds)` for them, and returns the frame's result (match, vote, liveness, presence)."""
         image, t = frame.image, frame.t
         self.stats.frames += 1
+        last_detection_t = self._last_detection_t
         detections = self._detect(image, t)
         start = self._timer()
         live = self.liveness
         follow = {tr.id for tr in self.tracker.tracks
                   if not self.voter.is_settled(tr.id)
                   or (live is not None and live.needs_frames(tr.id, self.voter.identity(tr.id)))}
-        update = self.tracker.update(image, detections, frame.index, t, follow)
+        placed: dict[int, Box] = {}
+        if live is not None:  # named faces liveness still checks: placed by their own landmarks (see liveness)
+            h, w = image.shape[:2]
+            for tr in self.tracker.tracks:
+                if tr.id in follow and self.voter.is_settled(tr.id) and tr.last_detected_t >= last_detection_t:
+                    box = live.next_box(tr.id, t, w, h)
+                    if box is not None:
+                        placed[tr.id] = box
+        update = self.tracker.update(image, detections, frame.index, t, follow - placed.keys(), placed)
         self.stats.seconds["track"] += self._timer() - start
         for track in update.started:
             self._track_first[track.id] = (frame.index, t, frame.wall)
@@ -262,6 +277,9 @@ class RecognitionPipeline:
             reports = self.liveness.observe(frame, update.tracks, marks, self.voter.identity)
             reports.extend(self.liveness.due(t, frame.wall))
             self.stats.liveness_updates = self.liveness.updates
+            if self.liveness.worker is not None:
+                self.stats.liveness_texture_worker_s = self.liveness.worker.seconds
+                self.stats.liveness_texture_runs = self.liveness.worker.runs
             self.stats.seconds["liveness"] += self._timer() - start
             events = [dataclasses.replace(e, liveness=self.liveness.latest(e.track_id))
                       if e.kind == EventKind.RECOGNIZED else e for e in events]
@@ -327,12 +345,17 @@ class RecognitionPipeline:
             elif self._still_since is None:
                 self._still_since = t
             still = self._still_since is not None and t - self._still_since >= dcfg.motion_idle_after_s
-        if not small and self._since_detect < self.detect_every_n and not self.tracker.any_lost:
+        # a lost face that still needs recognising is looked for at once; one followed only for liveness (already
+        # named) waits for the regular cadence: its checks pause for a frame or two, the frame loop does not pay a
+        # detector run per frame while the correlation tracker cannot hold it
+        urgent = any(tr.lost and not self.voter.is_settled(tr.id) for tr in self.tracker.tracks)
+        if not small and self._since_detect < self.detect_every_n and not urgent:
             return None
         if still:
             self.stats.motion_skipped += 1  # an empty, still picture: the next frame that moves is detected on
             return None
         self._since_detect = 0
+        self._last_detection_t = t
         upsample = None
         if small:
             self._since_small = 0

@@ -134,18 +134,37 @@ class TextureModel:
         self._lock = threading.Lock()  # only guards `calls`
         self.calls = 0
 
-    def probabilities(self, image_rgb: np.ndarray, box: Box) -> np.ndarray:
-        """The two models' softmax outputs averaged (upstream's sum / 2): [attack, real, attack]."""
+    def patches(self, image_rgb: np.ndarray, box: Box) -> list[np.ndarray]:
+        """The two models' crops of an **RGB** uint8 image, BGR and copied (not yet resized): what
+        `probability_of` needs, so a worker thread can run the models while the frame moves on."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image, got shape {image_rgb.shape} dtype {image_rgb.dtype}")
-        bgr = image_rgb[:, :, ::-1]  # the models were trained on cv2.imread's BGR
+        h, w = image_rgb.shape[:2]
+        out = []
+        for scale, _ in self._models:
+            left, top, right, bottom = crop_box(w, h, box, scale)
+            out.append(np.ascontiguousarray(image_rgb[top:bottom + 1, left:right + 1, ::-1]))  # BGR (see above)
+        return out
+
+    def probabilities_of(self, patches: list[np.ndarray]) -> np.ndarray:
+        """The two models' softmax outputs averaged (upstream's sum / 2) for `patches(...)`: [attack, real,
+        attack]. Thread-safe; ONNX Runtime and `cv2.resize` release the GIL."""
         total = np.zeros(3)
-        for (scale, sess), (inp, out) in zip(self._models, self._names, strict=True):
-            logits = sess.run([out], {inp: model_input(bgr, box, scale)})[0][0]
-            total += softmax(logits)
+        for patch, (_, sess), (inp, out) in zip(patches, self._models, self._names, strict=True):
+            x = cv2.resize(patch, (INPUT_SIZE, INPUT_SIZE))
+            logits = sess.run([out], {inp: np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)})
+            total += softmax(logits[0][0])
         with self._lock:
             self.calls += 1
         return total / 2.0
+
+    def probability_of(self, patches: list[np.ndarray]) -> float:
+        """P(real), 0-1, for `patches(...)`."""
+        return float(self.probabilities_of(patches)[REAL_INDEX])
+
+    def probabilities(self, image_rgb: np.ndarray, box: Box) -> np.ndarray:
+        """The two models' softmax outputs averaged for the face in `box` of an RGB uint8 image."""
+        return self.probabilities_of(self.patches(image_rgb, box))
 
     def real_probability(self, image_rgb: np.ndarray, box: Box) -> float:
         """P(real) of the face in `box` of an **RGB** uint8 image (converted to BGR here), 0-1."""

@@ -194,8 +194,9 @@ def find_blinks(ts: np.ndarray, ears: np.ndarray, params: BlinkParams | None = N
     # cheap pre-filter: a blink's deepest sample is at most close_ratio of the highest level in the buffer
     ceiling = p.close_ratio * float(mean.max())
     taken_until = -np.inf  # one verdict per dip: skip minima inside a dip already judged
-    for k in range(1, n):
-        if ts[k] <= after or ts[k] <= taken_until or mean[k] > ceiling:
+    candidates = np.flatnonzero(~(ts <= after) & ~(mean > ceiling))  # the loop looks at these only
+    for k in (int(c) for c in candidates if c >= 1):
+        if ts[k] <= taken_until:
             continue
         near = np.flatnonzero(np.abs(ts - ts[k]) <= p.max_width_s)
         if near[int(mean[near].argmin())] != k:

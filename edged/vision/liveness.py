@@ -6,7 +6,8 @@ answers `verdict(t)`; time is passed in, nothing here reads a clock. Three indep
 
 * **texture** (`edged.vision.antispoof.TextureModel`, Silent-Face's MiniFASNet pair): the median
   real-probability of the track's last `TEXTURE_WINDOW` samples; the models run on every
-  `texture_every_n`-th update (they cost ~15 ms per face, blink + parallax ~0.8 ms);
+  `texture_every_n`-th update (they cost 7-15 ms per face, blink + parallax ~0.7 ms; the daemon runs them on a
+  worker thread and hands the samples in with `add_texture`);
 * **blink** (`edged.vision.blink.BlinkDetector`): a fast dip of both eyes below the track's own open-eye
   level; squints, eyes shut for seconds and single-eye glitches are not blinks;
 * **parallax** (`edged.vision.parallax.ParallaxTracker`): how badly one homography explains the landmark
@@ -104,27 +105,33 @@ class LivenessState:
         self.last_t: float | None = None
         self._verdict_t = float("-inf")  # the latest time a verdict was computed for
 
-    def update(self, t: float, image_rgb: np.ndarray, box: Box, landmarks: np.ndarray, texture: bool = True) -> None:
+    def update(self, t: float, image_rgb: np.ndarray, box: Box, landmarks: np.ndarray, texture: bool = True,
+               defer_texture: bool = False) -> bool:
         """One checked frame of the track (frames must come in time order; an older one is ignored).
         `texture` False: no texture sample on this frame (e.g. the face is not named yet); the next allowed
-        update takes one at once when one is due."""
+        update takes one at once when one is due. `defer_texture`: a due sample is not computed here; the
+        caller computes it (e.g. in a worker thread) and hands it to `add_texture`. Returns whether a texture
+        sample was due on this frame (taken, or left to the caller)."""
         if self.last_t is not None and t <= self.last_t:
-            return
+            return False
         pts = np.asarray(landmarks, dtype=np.float64)
         if pts.shape != (68, 2):
             raise ValueError(f"liveness needs dlib's 68-point landmarks, got shape {pts.shape}")
         if self.first_t is None:
             self.first_t = t
         self.last_t = t
-        if self.texture_model is not None and texture and self._texture_wait <= 0:
-            self._texture.append(self.texture_model.real_probability(image_rgb, box))
-            self.texture_seen += 1
+        due = self.texture_model is not None and texture and self._texture_wait <= 0
+        if due:
+            if not defer_texture:
+                assert self.texture_model is not None
+                self.add_texture(self.texture_model.real_probability(image_rgb, box))
             self._texture_wait = self.cfg.texture_every_n
         self._texture_wait -= 1
         self.frames += 1
         if self.uses_motion:
             self.blinks.add_landmarks(t, pts)
             self.parallax.add(t, pts)
+        return due
 
     def add_texture(self, probability: float) -> None:
         """A texture sample computed elsewhere (e.g. in a batch); counts like one from `update`."""
