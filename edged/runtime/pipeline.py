@@ -7,13 +7,14 @@ the injected `timer`, used for per-stage time totals in the statistics, never fo
 Work is kept to what a track needs:
 
 * the detector runs every `detector.every_n_frames` processed frames, or on the next frame when
-  a correlation tracker lost its face, on the frame downscaled by `detector.scale` (auto: to at most 960 px
-  wide; the faces are still aligned and embedded from the full frame); every
-  `detector.small_faces_every_n_frames` frames (and on the first) it runs with one more upsample
+  a correlation tracker lost the face of a track still being recognised, on the frame downscaled by
+  `detector.scale` (auto: to at most 960 px wide; the faces are still aligned and embedded from the full
+  frame); every `detector.small_faces_every_n_frames` frames (and on the first) it runs with one more upsample
   step, so that faces too small for the cheap run (a person still far from the door) start tracks;
   while no face is tracked it runs only on frames where something moved (`detector.motion_gate`);
 * between detections the tracks still being recognised follow their faces with the correlation
-  tracker (`edged.track`); settled tracks keep their last detected box until the next detection;
+  tracker (`edged.track`); settled tracks keep their last detected box until the next detection, except
+  named ones liveness still checks, which are placed by their own landmarks (`edged.runtime.liveness`);
 * a track is aligned and embedded only while its vote is not settled (so a new face is
   recognised on consecutive frames until K of M agree) and then every
   `tracking.recognize_every_s` seconds; all faces needing it in one frame are embedded in ONE batch

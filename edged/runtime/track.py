@@ -39,7 +39,8 @@ class Track:
     lost: bool = False
     #: Last peak-to-sidelobe ratio of the correlation tracker (0 on detection frames).
     psr: float = 0.0
-    #: The box is current on this frame: detected on it, or followed to it by the correlation tracker.
+    #: The box is current on this frame: detected on it, followed to it by the correlation tracker, or placed on
+    #: it by the caller (`Tracker.update`'s `placed`).
     current: bool = True
     _correlation: Any = field(default=None, repr=False)
     #: The correlation tracker was started on this face and updated on every frame since.
