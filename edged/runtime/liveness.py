@@ -9,10 +9,8 @@ decide as soon as there is one, and the latest report rides along with the track
 Only tracks that may open a door are fed: those named as an enrolled person or not decided yet (an `unknown`
 or ignored face is denied anyway). A track stops being fed once it is judged live (nothing later can make it
 less live); an undecided or refused one keeps being fed (a later blink still turns it live), so its box must be
-current on frames without detection. A track still being recognised is followed by the correlation tracker;
-one already named is placed by its own landmarks instead (`next_box`: the box the detector gave it, carried
-from the landmarks of its last detection frame to those of each later frame; ~3 ms less per face and frame
-than dlib's correlation tracker), for at most until the next detector run, which must confirm it again.
+current on frames without detection: it is followed by the correlation tracker between detections so its
+landmarks are measured on the face, not on a stale box.
 
 The texture models (~9 ms per face) run in a `TextureWorker` thread: ONNX Runtime releases the GIL, so they
 use the core the frame loop leaves idle. A sample joins its track's evidence at the first checked frame of
@@ -76,36 +74,6 @@ class TextureWorker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-#: A box carried from one frame's landmarks is used on the next frame only when it comes within this (seconds).
-PLACE_MAX_GAP_S = 0.25
-#: Smallest carried box side (pixels); below it the track waits for the detector.
-PLACE_MIN_SIDE = 8
-
-
-def landmark_anchor(box: Box, landmarks: np.ndarray) -> tuple[float, float, float, float] | None:
-    """Where a detector box lies relative to the face's landmarks: its centre's offset from the landmarks'
-    mean and its width and height, in units of the landmarks' RMS radius (None when degenerate)."""
-    pts = np.asarray(landmarks, dtype=np.float64)
-    centre = pts.mean(axis=0)
-    radius = float(np.sqrt(((pts - centre) ** 2).sum(axis=1).mean()))
-    if not np.isfinite(radius) or radius < 1.0:
-        return None
-    cx, cy = box.center
-    return (cx - centre[0]) / radius, (cy - centre[1]) / radius, box.width / radius, box.height / radius
-
-
-def box_from_landmarks(landmarks: np.ndarray, anchor: tuple[float, float, float, float]) -> Box | None:
-    """The box that lies relative to `landmarks` as `anchor` says (the inverse of `landmark_anchor`)."""
-    pts = np.asarray(landmarks, dtype=np.float64)
-    centre = pts.mean(axis=0)
-    radius = float(np.sqrt(((pts - centre) ** 2).sum(axis=1).mean()))
-    if not np.isfinite(radius) or radius < 1.0:
-        return None
-    dx, dy, w, h = anchor
-    cx, cy, half_w, half_h = centre[0] + dx * radius, centre[1] + dy * radius, w * radius / 2.0, h * radius / 2.0
-    return Box(round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h))
-
-
 def warm_up(cfg: LivenessConfig, texture: TextureModel | None,
             predict: Callable[[np.ndarray, object], np.ndarray]) -> None:
     """Run every part of a liveness update once on a synthetic face (landmarks, texture, blink, parallax and the
@@ -155,10 +123,6 @@ class TrackLiveness:
         self._last: dict[int, LivenessReport] = {}
         #: Texture samples running in the worker, per track (joined at the track's next checked frame).
         self._pending: dict[int, Future[float]] = {}
-        #: Per track: the detector box relative to the landmarks (set on detection frames), and the box the
-        #: latest landmarks give for the next frame (t, box).
-        self._anchors: dict[int, tuple[float, float, float, float]] = {}
-        self._next: dict[int, tuple[float, Box]] = {}
         self._fed_frames = 0
         self.updates = 0
 
@@ -172,15 +136,6 @@ class TrackLiveness:
 
     def latest(self, track_id: int) -> LivenessReport | None:
         return self._last.get(track_id)
-
-    def next_box(self, track_id: int, t: float, width: int, height: int) -> Box | None:
-        """Where the track's face is on the frame at `t`, from the landmarks of its previous checked frame (None:
-        no such frame within `PLACE_MAX_GAP_S`, no detection frame to anchor the box to yet, or too small)."""
-        carried = self._next.get(track_id)
-        if carried is None or not 0.0 < t - carried[0] <= PLACE_MAX_GAP_S:
-            return None
-        box = carried[1].clipped(width, height)
-        return box if min(box.width, box.height) >= PLACE_MIN_SIDE else None
 
 
     def observe(self, frame: Frame, tracks: list[Track], known: Mapping[int, np.ndarray] | None = None,
@@ -197,16 +152,6 @@ class TrackLiveness:
             marks = known.get(track.id)
             if marks is None or np.shape(marks) != (68, 2):
                 marks = np.asarray(self.predict(frame.image, track.box))
-            if track.last_detected_t == frame.t:  # the detector's own box: how it sits on these landmarks
-                anchor = landmark_anchor(track.box, marks)
-                if anchor is not None:
-                    self._anchors[track.id] = anchor
-            anchor = self._anchors.get(track.id)
-            carried = box_from_landmarks(marks, anchor) if anchor is not None else None
-            if carried is not None:
-                self._next[track.id] = (frame.t, carried)
-            else:
-                self._next.pop(track.id, None)
             state = self._states.get(track.id)
             if state is None:
                 state = self._states[track.id] = LivenessState(self.cfg, self.texture)
@@ -244,12 +189,8 @@ class TrackLiveness:
         self._states.pop(track_id, None)
         self._last.pop(track_id, None)
         self._pending.pop(track_id, None)
-        self._anchors.pop(track_id, None)
-        self._next.pop(track_id, None)
 
     def clear(self) -> None:
         self._states.clear()
         self._last.clear()
         self._pending.clear()
-        self._anchors.clear()
-        self._next.clear()

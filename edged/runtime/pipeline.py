@@ -13,8 +13,8 @@ Work is kept to what a track needs:
   step, so that faces too small for the cheap run (a person still far from the door) start tracks;
   while no face is tracked it runs only on frames where something moved (`detector.motion_gate`);
 * between detections the tracks still being recognised follow their faces with the correlation
-  tracker (`edged.track`); settled tracks keep their last detected box until the next detection, except
-  named ones liveness still checks, which are placed by their own landmarks (`edged.runtime.liveness`);
+  tracker (`edged.track`), and with liveness on so do named ones liveness still checks; other settled
+  tracks keep their last detected box until the next detection;
 * a track is aligned and embedded only while its vote is not settled (so a new face is
   recognised on consecutive frames until K of M agree) and then every
   `tracking.recognize_every_s` seconds; all faces needing it in one frame are embedded in ONE batch
@@ -152,8 +152,6 @@ class RecognitionPipeline:
         self.stats = PipelineStats()
         self._timer = timer
         self._since_detect = detection.every_n_frames  # detect on the first frame
-        #: Timeline seconds of the latest detector run.
-        self._last_detection_t = float("-inf")
         #: `detector.every_n_frames` is multiplied by this (the daemon's `Governor` raises it under load).
         self.cadence_factor = 1
         self._since_small = detection.small_faces_every_n_frames  # with the small-face scan
@@ -246,22 +244,13 @@ class RecognitionPipeline:
         `(vectors, seconds)` for them, and returns the frame's result (match, vote, liveness, presence)."""
         image, t = frame.image, frame.t
         self.stats.frames += 1
-        last_detection_t = self._last_detection_t
         detections = self._detect(image, t)
         start = self._timer()
         live = self.liveness
         follow = {tr.id for tr in self.tracker.tracks
                   if not self.voter.is_settled(tr.id)
                   or (live is not None and live.needs_frames(tr.id, self.voter.identity(tr.id)))}
-        placed: dict[int, Box] = {}
-        if live is not None:  # named faces liveness still checks: placed by their own landmarks (see liveness)
-            h, w = image.shape[:2]
-            for tr in self.tracker.tracks:
-                if tr.id in follow and self.voter.is_settled(tr.id) and tr.last_detected_t >= last_detection_t:
-                    box = live.next_box(tr.id, t, w, h)
-                    if box is not None:
-                        placed[tr.id] = box
-        update = self.tracker.update(image, detections, frame.index, t, follow - placed.keys(), placed)
+        update = self.tracker.update(image, detections, frame.index, t, follow)
         self.stats.seconds["track"] += self._timer() - start
         for track in update.started:
             self._track_first[track.id] = (frame.index, t, frame.wall)
@@ -356,7 +345,6 @@ class RecognitionPipeline:
             self.stats.motion_skipped += 1  # an empty, still picture: the next frame that moves is detected on
             return None
         self._since_detect = 0
-        self._last_detection_t = t
         upsample = None
         if small:
             self._since_small = 0

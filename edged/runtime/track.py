@@ -3,15 +3,13 @@
 Pure computation on RGB frames: the caller passes the frame number and timeline seconds `t`.
 A track ends when no detection confirmed it for `max_age_s`. Between detections each track's
 box follows the face with dlib's correlation tracker (when enabled); a peak-to-sidelobe ratio
-below `lost_psr` marks the track lost, which asks the caller to run the detector again. A caller that knows
-where a face is on this frame by other means (liveness: from the landmarks of the frame before) passes its
-box in `placed`; that track skips the correlation tracker.
+below `lost_psr` marks the track lost, which asks the caller to run the detector again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +37,7 @@ class Track:
     lost: bool = False
     #: Last peak-to-sidelobe ratio of the correlation tracker (0 on detection frames).
     psr: float = 0.0
-    #: The box is current on this frame: detected on it, followed to it by the correlation tracker, or placed on
-    #: it by the caller (`Tracker.update`'s `placed`).
+    #: The box is current on this frame: detected on it, or followed to it by the correlation tracker.
     current: bool = True
     _correlation: Any = field(default=None, repr=False)
     #: The correlation tracker was started on this face and updated on every frame since.
@@ -94,24 +91,17 @@ class Tracker:
         return any(t.lost for t in self.tracks)
 
     def update(self, image: np.ndarray, detections: list[Box] | None, frame: int, t: float,
-               follow: Collection[int] | None = None, placed: Mapping[int, Box] | None = None) -> TrackUpdate:
+               follow: Collection[int] | None = None) -> TrackUpdate:
         """Advance all tracks to this frame; `detections` None means no detector run on this frame.
 
         `follow`: ids of the tracks whose boxes must be followed between detections (default all).
         Others keep their last detected box (`current` False) until the next detection re-associates
         them, which saves the correlation tracker's cost for faces that need no recognition now.
-        `placed`: track id -> its box on this frame, known otherwise (current, no correlation tracker; a
-        detection on this frame still replaces it).
         """
-        placed = placed or {}
         for track in self.tracks:
             track.current = not self.correlation  # without correlation tracking a box is as good as it gets
-            box = placed.get(track.id)
-            if box is not None:
-                track.box, track.current, track.lost, track._chained = box, True, False, False
         if self.correlation:
-            self._follow(image, follow if not placed else
-                         [tr.id for tr in self.tracks if tr.id not in placed and (follow is None or tr.id in follow)])
+            self._follow(image, follow)
         started: list[Track] = []
         if detections is not None:
             started = self._associate(image, detections, frame, t, follow)
