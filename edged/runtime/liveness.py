@@ -110,15 +110,14 @@ class TrackLiveness:
             self.predict: Callable[[np.ndarray, object], np.ndarray] = predictor.predict
         else:
             self.predict = predictor
-        self.worker: TextureWorker | None = None
-        if isinstance(worker, TextureWorker):
-            self.worker = worker
-        elif worker and texture is not None:
-            self.worker = TextureWorker(texture)
-        if isinstance(predictor, LandmarkPredictor) or (worker is True and self.worker is not None):
-            warm_up(cfg, texture, self.predict)
-            if worker is True and self.worker is not None:
-                self.worker.submit(np.zeros((96, 96, 3), np.uint8), Box(24, 24, 72, 72)).result()  # its thread too
+        shared_worker = worker if isinstance(worker, TextureWorker) else None
+        self.worker = shared_worker or (TextureWorker(texture) if worker is True and texture is not None else None)
+        new_worker = self.worker is not None and shared_worker is None
+        if isinstance(predictor, LandmarkPredictor) or new_worker:  # new models here: pay their first calls now
+            warm_up(cfg, None if self.worker is not None else texture, self.predict)
+            if new_worker:
+                assert self.worker is not None
+                self.worker.submit(np.zeros((96, 96, 3), np.uint8), Box(24, 24, 72, 72)).result()  # on its thread
         self._states: dict[int, LivenessState] = {}
         self._last: dict[int, LivenessReport] = {}
         #: Texture samples running in the worker, per track (joined at the track's next checked frame).

@@ -75,12 +75,22 @@ def crop_box(image_width: int, image_height: int, box: Box, scale: float) -> tup
     return int(left), int(top), int(right), int(bottom)
 
 
+def crop(image: np.ndarray, box: Box, scale: float) -> np.ndarray:
+    """Upstream's crop of one model (a view of `image`, not resized)."""
+    h, w = image.shape[:2]
+    left, top, right, bottom = crop_box(w, h, box, scale)
+    return image[top:bottom + 1, left:right + 1]
+
+
+def patch_input(patch_bgr: np.ndarray) -> np.ndarray:
+    """A BGR crop as one model's input: 80x80, float32 (1, 3, 80, 80) in 0-255."""
+    resized = cv2.resize(patch_bgr, (INPUT_SIZE, INPUT_SIZE))
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
 def model_input(image_bgr: np.ndarray, box: Box, scale: float) -> np.ndarray:
     """One model's input: the upstream crop of a BGR image, 80x80, as float32 (1, 3, 80, 80) in 0-255."""
-    h, w = image_bgr.shape[:2]
-    left, top, right, bottom = crop_box(w, h, box, scale)
-    patch = cv2.resize(image_bgr[top:bottom + 1, left:right + 1], (INPUT_SIZE, INPUT_SIZE))
-    return np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32)
+    return patch_input(crop(image_bgr, box, scale))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -139,21 +149,15 @@ class TextureModel:
         `probability_of` needs, so a worker thread can run the models while the frame moves on."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image, got shape {image_rgb.shape} dtype {image_rgb.dtype}")
-        h, w = image_rgb.shape[:2]
-        out = []
-        for scale, _ in self._models:
-            left, top, right, bottom = crop_box(w, h, box, scale)
-            out.append(np.ascontiguousarray(image_rgb[top:bottom + 1, left:right + 1, ::-1]))  # BGR (see above)
-        return out
+        bgr = image_rgb[:, :, ::-1]  # the models were trained on cv2.imread's BGR
+        return [np.ascontiguousarray(crop(bgr, box, scale)) for scale, _ in self._models]
 
     def probabilities_of(self, patches: list[np.ndarray]) -> np.ndarray:
         """The two models' softmax outputs averaged (upstream's sum / 2) for `patches(...)`: [attack, real,
         attack]. Thread-safe; ONNX Runtime and `cv2.resize` release the GIL."""
         total = np.zeros(3)
         for patch, (_, sess), (inp, out) in zip(patches, self._models, self._names, strict=True):
-            x = cv2.resize(patch, (INPUT_SIZE, INPUT_SIZE))
-            logits = sess.run([out], {inp: np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)})
-            total += softmax(logits[0][0])
+            total += softmax(sess.run([out], {inp: patch_input(patch)})[0][0])
         with self._lock:
             self.calls += 1
         return total / 2.0

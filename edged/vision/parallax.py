@@ -52,15 +52,11 @@ class PlaneFit:
     motion: float
 
 
-def plane_fit(a: np.ndarray, b: np.ndarray, iod_a: float | None = None, iod_b: float | None = None
-              ) -> PlaneFit | None:
-    """Homography and similarity fits from landmarks `a` to `b` (68 x 2 each); None when degenerate.
-    `iod_a`, `iod_b`: their inter-ocular distances when already known."""
-    src = np.asarray(a, dtype=np.float64)
-    dst = np.asarray(b, dtype=np.float64)
-    if len(POINTS) != len(src):
-        src, dst = src[list(POINTS)], dst[list(POINTS)]
-    scale = ((inter_ocular(a) if iod_a is None else iod_a) + (inter_ocular(b) if iod_b is None else iod_b)) / 2.0
+def plane_fit(a: np.ndarray, b: np.ndarray) -> PlaneFit | None:
+    """Homography and similarity fits from landmarks `a` to `b` (68 x 2 each); None when degenerate."""
+    src = np.asarray(a, dtype=np.float64)[list(POINTS)]
+    dst = np.asarray(b, dtype=np.float64)[list(POINTS)]
+    scale = (inter_ocular(a) + inter_ocular(b)) / 2.0
     if scale < 1.0 or not (np.isfinite(src).all() and np.isfinite(dst).all()):
         return None
     hom, _ = cv2.findHomography(src, dst, 0)
@@ -110,12 +106,10 @@ class ParallaxTracker:
 
     def __init__(self, params: ParallaxParams | None = None) -> None:
         self.params = params or ParallaxParams()
-        #: (t, landmarks, inter-ocular distance) of the kept frames and of the previous one.
-        self._frames: deque[tuple[float, np.ndarray, float]] = deque()
+        self._frames: deque[tuple[float, np.ndarray]] = deque()
         self._pairs: deque[PlaneFit] = deque(maxlen=self.params.max_pairs)
         self._noise: deque[float] = deque(maxlen=self.params.max_pairs)
-        self._previous: tuple[float, np.ndarray, float] | None = None
-        self._score: tuple[int, float | None] | None = None  # (fits so far, score then)
+        self._previous: tuple[float, np.ndarray] | None = None
         self.compared = 0
         self.updates = 0
 
@@ -127,20 +121,19 @@ class ParallaxTracker:
         if pts.shape != (68, 2):
             raise ValueError(f"the parallax cue needs 68-point landmarks, got shape {pts.shape}")
         counted = []
-        iod = inter_ocular(pts)
         measure_noise = len(self._noise) < NOISE_SAMPLES or self.updates % 3 == 0  # settled: every 3rd frame
         if measure_noise and self._previous is not None and t - self._previous[0] < p.min_lag_s:
-            fit = plane_fit(self._previous[1], pts, self._previous[2], iod)
+            fit = plane_fit(self._previous[1], pts)
             self.compared += 1
             if fit is not None:
                 self._noise.append(fit.residual)
-        self._previous = (t, pts, iod)
-        # one kept frame per update, in turn (each homography fit costs ~0.15-0.3 ms): pairs still come at the
+        self._previous = (t, pts)
+        # one kept frame per update, in turn (each homography fit costs ~0.27 ms): pairs still come at the
         # frame rate and spread over the whole lag range
-        eligible = [kept for kept in self._frames if p.min_lag_s <= t - kept[0] <= p.max_lag_s]
+        eligible = [(t0, old) for t0, old in self._frames if p.min_lag_s <= t - t0 <= p.max_lag_s]
         if eligible:
-            _, old, old_iod = eligible[self.updates % len(eligible)]
-            fit = plane_fit(old, pts, old_iod, iod)
+            _, old = eligible[self.updates % len(eligible)]
+            fit = plane_fit(old, pts)
             self.compared += 1
             if fit is not None and fit.motion >= p.min_motion:
                 counted.append(fit)
@@ -152,7 +145,7 @@ class ParallaxTracker:
         spacing = (p.max_lag_s - p.min_lag_s) / max(1, p.keep - 1)
         if self._frames and t - self._frames[-1][0] < spacing:
             return counted
-        self._frames.append((t, pts, iod))
+        self._frames.append((t, pts))
         while len(self._frames) > p.keep:
             self._frames.popleft()
         return counted
@@ -178,11 +171,6 @@ class ParallaxTracker:
 
     @property
     def score(self) -> float | None:
-        """`residual` over `noise`: how far the motion is from a plane's, in units of landmark noise (computed
-        again only after a new fit)."""
-        if self._score is not None and self._score[0] == self.compared:
-            return self._score[1]
+        """`residual` over `noise`: how far the motion is from a plane's, in units of landmark noise."""
         residual, noise = self.residual, self.noise
-        score = None if residual is None or noise is None else residual / noise
-        self._score = (self.compared, score)
-        return score
+        return None if residual is None or noise is None else residual / noise
