@@ -157,8 +157,10 @@ class EmbedderConfig(_Section):
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: nn4 only: torch (the network as defined; CUDA or CPU), onnxruntime (its exact rewrite exported to
-    #: ONNX, CPU only, fastest there), or auto (onnxruntime on the CPU when installed, else torch).
-    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    #: ONNX, CPU only, fastest there), onnxruntime-int8 (the statically quantised model beside the weights,
+    #: `<stem>.int8.onnx` from `edged train quantize`; CPU only), or auto (onnxruntime on the CPU when
+    #: installed, else torch).
+    backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "auto"
     #: CPU threads (torch, or onnxruntime's per-run threads); 0 = all cores.
     threads: int = Field(0, ge=0, le=256)
     #: The door's match threshold (squared L2 to a person's template, one person with 3+ samples; adaptive with

@@ -166,6 +166,13 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
         for key in ("ratio_edged_onnxruntime", "ratio_edged_opencv_dnn"):
             assert math.isfinite(b[key]) and b[key] > 0
         assert b["ratio_edged_onnxruntime"] == pytest.approx(b["edged_ms"] / b["onnxruntime_ms"], rel=1e-2)
+    # the shipped weights' int8 model runs beside them (side by side in the same rounds), with the same embeddings
+    # within quantisation error
+    if rt["weights_source"] == "installed" and rt["weights"] == "nn4.small2.edged-v1":
+        assert rt["int8"]["model"] == "nn4.small2.edged-v1.int8.onnx" and rt["int8"]["max_sq_l2_vs_edged"] < 0.01
+        for n in (1, 16, 64):
+            b = rt[f"batch_{n}"]
+            assert b["ratio_int8_edged"] == pytest.approx(b["edged_int8_ms"] / b["edged_ms"], rel=1e-2)
     fr = report["peers"]["face_recognition_style"]
     assert fr["frames"] == 30 and fr["edged"]["fps"] > 0 and fr["face_recognition_style"]["fps"] > 0
     assert math.isfinite(fr["ratio_edged_time_per_frame"]) and fr["ratio_edged_time_per_frame"] > 0

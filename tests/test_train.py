@@ -129,3 +129,119 @@ def test_two_epochs_lower_the_loss_and_checkpoint_loads(tiny_set, tmp_path):
     again = run_training(reloaded, cfg, tmp_path, len(data) // batch,
                          lambda e, rng: distill_batches(data, batch, AugmentConfig(), rng), make_distill_loss(1.0))
     assert len(again["epochs"]) == 2
+
+
+# ---- int8 (edged train quantize, embedder.backend onnxruntime-int8) ----
+
+@pytest.fixture(scope="module")
+def quantized(tiny_set, tmp_path_factory):
+    """The shipped v1 weights copied to a folder, quantised by the CLI with calibration faces of the tiny set."""
+    import json
+    import shutil
+
+    from tests.conftest import ROOT, run_cli
+
+    data, _, _ = tiny_set
+    root = tmp_path_factory.mktemp("int8")
+    data.save(root / "set.npz")
+    weights = root / "v1.pt"
+    shutil.copy(ROOT / "models" / "nn4.small2.edged-v1.pt", weights)
+    done = run_cli("train", "quantize", "--weights", str(weights), "--data", str(root / "set.npz"),
+                   "--faces", "16", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root, weights, json.loads(done.stdout), len(data)
+
+
+@pytest.fixture(scope="module")
+def aligned_faces(openface_dir):
+    from edged.vision.align import OPENFACE_96, FaceAligner
+    from edged.vision.detect import FaceDetector
+    from edged.vision.imageio import load_image
+
+    detector, aligner = FaceDetector("hog", upsample=0), FaceAligner(OPENFACE_96)
+    crops = []
+    for name in ("lennon-1.jpg", "lennon-2.jpg", "clapton-1.jpg", "clapton-2.jpg", "carell.jpg", "adams.jpg"):
+        image = load_image(openface_dir / name)
+        crops += [aligner.align(image, box) for box in detector.detect(image)]
+    return np.stack(crops)
+
+
+def test_quantize_writes_an_int8_model_beside_the_weights(quantized):
+    root, _, report, n = quantized
+    assert report["out"] == str(root / "v1.int8.onnx") and (root / "v1.int8.onnx").is_file()
+    assert report["calibration_faces"] == 16 and report["check_faces"] == min(400, n - 16) > 0
+    # a quarter of the fp32 export's size, and embeddings within quantisation error of it
+    assert report["bytes"] < 6_000_000
+    assert report["sq_l2_to_fp32"]["max"] < 0.01, report
+
+
+def test_int8_backend_embeds_real_faces_like_fp32(quantized, aligned_faces, tmp_path):
+    from edged.distance import squared_l2
+    from edged.models.embedders import create_nn4_embedder
+
+    _, weights, _, _ = quantized
+    fp32 = create_nn4_embedder(str(weights), device="cpu", backend="onnxruntime", models_dir=str(tmp_path))
+    int8 = create_nn4_embedder(str(weights), device="cpu", backend="onnxruntime-int8", models_dir=str(tmp_path))
+    a, b = fp32.embed(aligned_faces), int8.embed(aligned_faces)
+    assert int8.backend == "onnxruntime-int8" and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    assert float(((a - b) ** 2).sum(axis=1).max()) < 0.01
+    # who is nearer to whom is kept: the pairwise distance matrices agree to well below any threshold (~0.07)
+    da, db = squared_l2(a, a), squared_l2(b, b)
+    assert float(np.abs(da - db).max()) < 0.02
+    assert (np.argsort(da, axis=1)[:, 1] == np.argsort(db, axis=1)[:, 1]).mean() >= 0.9
+    # the same model for galleries, kept apart in the face cache
+    assert int8.version == fp32.version and int8.cache_version == fp32.version + "+int8"
+    assert fp32.cache_version == fp32.version
+
+
+def test_int8_backend_refuses_a_missing_or_foreign_model(quantized, aligned_faces, tmp_path):
+    import shutil
+
+    from edged.embed.nn4.quantize import QuantizeError
+    from edged.embed.nn4.weights import save_weights
+    from edged.models import store
+    from edged.models.embedders import create_nn4_embedder
+    from tests.test_nn4_weights import random_state_dict
+
+    root, _, _, _ = quantized
+    other = tmp_path / "other.pt"
+    save_weights(other, random_state_dict(3), name="other", threshold=0.9, alignment=store.NN4_ALIGNMENT)
+    embedder = create_nn4_embedder(str(other), device="cpu", backend="onnxruntime-int8", models_dir=str(tmp_path))
+    with pytest.raises(QuantizeError, match=r"other\.int8\.onnx: no int8 model .*edged train quantize"):
+        embedder.embed(aligned_faces[:1])
+    shutil.copy(root / "v1.int8.onnx", tmp_path / "other.int8.onnx")  # made from the v1 weights, not these
+    embedder = create_nn4_embedder(str(other), device="cpu", backend="onnxruntime-int8", models_dir=str(tmp_path),
+                                   threads=1)
+    with pytest.raises(QuantizeError, match="made from other weights"):
+        embedder.embed(aligned_faces[:1])
+    (tmp_path / "other.int8.onnx").write_bytes(b"not onnx")
+    embedder = create_nn4_embedder(str(other), device="cpu", backend="onnxruntime-int8", models_dir=str(tmp_path),
+                                   threads=2)
+    with pytest.raises(QuantizeError, match="not a usable ONNX model"):
+        embedder.embed(aligned_faces[:1])
+
+
+def test_quantize_refuses_bad_input_in_one_line(quantized, tmp_path):
+    from tests.conftest import run_cli
+
+    root, weights, _, n = quantized
+    bad = tmp_path / "set.npz"
+    bad.write_text("not a training set")
+    cases = [(["--data", str(root / "set.npz"), "--faces", "5"], "need at least 16 calibration faces"),
+             (["--data", str(bad)], "not a training set made by 'edged train prepare'"),
+             (["--data", str(root / "set.npz"), "--faces", str(n)], f"{n} faces, need more than --faces {n}")]
+    for extra, message in cases:
+        done = run_cli("train", "quantize", "--weights", str(weights), "--out", str(tmp_path / "x.onnx"), *extra)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert not (tmp_path / "x.onnx").exists()
+
+
+def test_shipped_int8_model_is_that_of_the_shipped_weights(aligned_faces, tmp_path):
+    from edged.models.embedders import create_nn4_embedder
+
+    fp32 = create_nn4_embedder("nn4.small2.edged-v1", device="cpu", backend="onnxruntime", models_dir=str(tmp_path))
+    int8 = create_nn4_embedder("nn4.small2.edged-v1", device="cpu", backend="onnxruntime-int8",
+                               models_dir=str(tmp_path))
+    d = ((fp32.embed(aligned_faces) - int8.embed(aligned_faces)) ** 2).sum(axis=1)
+    assert int8.backend == "onnxruntime-int8" and float(d.max()) < 0.005, d

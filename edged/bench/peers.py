@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +117,16 @@ def bench_nn4_runtimes(setup: NN4Setup, faces96: Sequence[np.ndarray], workdir: 
     ref = embed(check)
     diffs = {"onnxruntime": float(np.abs(run_ort(check) - ref).max()),
              "opencv_dnn": float(np.abs(run_cv(check) - ref).max())}
+    int8, int8_note = _int8_runner(setup, model)
+    runs: dict[str, Callable[[np.ndarray], Any]] = {"edged": embed, "onnxruntime": run_ort, "opencv_dnn": run_cv}
+    int8_sq_l2 = None
+    if int8 is not None:
+        runs["edged_int8"] = int8.run
+        int8_sq_l2 = round(float(((int8.run(check) - ref) ** 2).sum(axis=1).max()), 6)
     batches: dict[str, Any] = {}
     for n in NN4_BATCHES:
         batch = tile_batch(faces96, n)
-        times = interleaved({"edged": lambda b=batch: embed(b), "onnxruntime": lambda b=batch: run_ort(b),
-                             "opencv_dnn": lambda b=batch: run_cv(b)}, plan.runtime_repeats)
+        times = interleaved({name: lambda b=batch, f=f: f(b) for name, f in runs.items()}, plan.runtime_repeats)
         row: dict[str, Any] = {}
         for name, t in times.items():
             s = summary(t)
@@ -129,15 +134,35 @@ def bench_nn4_runtimes(setup: NN4Setup, faces96: Sequence[np.ndarray], workdir: 
             row[f"{name}_ms_per_face"] = round(s["median_ms"] / n, 4)
         row["ratio_edged_onnxruntime"] = ratio(row["edged_ms"], row["onnxruntime_ms"])
         row["ratio_edged_opencv_dnn"] = ratio(row["edged_ms"], row["opencv_dnn_ms"])
+        if int8 is not None:
+            row["ratio_int8_edged"] = ratio(row["edged_int8_ms"], row["edged_ms"])
         row["runs"] = plan.runtime_repeats
         batches[f"batch_{n}"] = row
+    if int8 is not None:
+        int8.close()
     return {"weights": setup.name, "weights_source": setup.source, "edged_backend": _backend_name(setup.embedder),
             "export": how, "onnxruntime_threads": options.intra_op_num_threads,
             "opencv_threads": cv2.getNumThreads(),
             "preprocessing": "included in all: uint8 faces -> float32 NCHW / 255 "
                              "(edged.embed.nn4.preprocess.to_network_input)",
             "input": f"{len(faces96)} real aligned faces, tiled to the batch size",
-            "max_abs_diff_vs_edged": {k: round(v, 9) for k, v in diffs.items()}, **batches}
+            "max_abs_diff_vs_edged": {k: round(v, 9) for k, v in diffs.items()},
+            "int8": {"model": int8_note, "max_sq_l2_vs_edged": int8_sq_l2}, **batches}
+
+
+def _int8_runner(setup: NN4Setup, model: Any) -> tuple[Any, str]:
+    """edged's int8 model of the same weights (`<stem>.int8.onnx`, from `edged train quantize`), when there is
+    one: (runner or None, what was used or why not)."""
+    from edged.embed.nn4.ort import state_digest
+    from edged.embed.nn4.quantize import QuantizeError, int8_path, load_int8_runner
+
+    path = int8_path(setup.weights_path)
+    if not path.is_file():
+        return None, f"none: no {path.name} beside the weights"
+    try:
+        return load_int8_runner(path, state_digest(model.state_dict())), path.name
+    except QuantizeError as exc:
+        return None, f"not used: {exc}"
 
 
 # ---- peer: the face_recognition-style pipeline ----

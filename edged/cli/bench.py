@@ -166,9 +166,16 @@ def format_report(r: dict[str, Any]) -> list[str]:
         key = "_ms_per_face" if per else "_ms"
         rows.append([f"batch {n}{' (per face)' if per else ''}", _ms(b["edged" + key]), _ms(b["onnxruntime" + key]),
                      _ms(b["opencv_dnn" + key]), f"{b['ratio_edged_onnxruntime']:.2f}",
-                     f"{b['ratio_edged_opencv_dnn']:.2f}"])
+                     f"{b['ratio_edged_opencv_dnn']:.2f}",
+                     _ms(b["edged_int8" + key]) if "edged_int8" + key in b else "-",
+                     f"{b['ratio_int8_edged']:.2f}" if "ratio_int8_edged" in b else "-"])
+    int8 = rt.get("int8") or {}
     lines += ["", "Peers: nn4 runtimes (median ms; ratio = edged time / peer time, < 1 = edged faster)",
-              *_table(rows, ["batch", "edged", "ONNX Runtime", "OpenCV DNN", "edged/ORT", "edged/OpenCV"]),
+              *_table(rows, ["batch", "edged", "ONNX Runtime", "OpenCV DNN", "edged/ORT", "edged/OpenCV",
+                             "edged int8", "int8/edged"]),
+              f"  int8 model: {int8.get('model', 'not measured')}"
+              + (f" (max squared L2 to edged's fp32 embeddings {int8['max_sq_l2_vs_edged']:.5f})"
+                 if int8.get("max_sq_l2_vs_edged") is not None else ""),
               f"  edged backend {rt['edged_backend']}; ORT threads {rt['onnxruntime_threads']}; "
               f"export: {rt['export']}; "
               f"max |diff| vs edged: ORT {rt['max_abs_diff_vs_edged']['onnxruntime']:.1e}, "

@@ -42,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--cache", metavar="DIR", help="face cache directory (for --val-lfw)")
     d.set_defaults(func=cmd_distill)
 
+    z = tsub.add_parser("quantize", help="make the int8 ONNX model of nn4 weights (embedder.backend onnxruntime-int8)")
+    z.add_argument("--weights", default=None, metavar="MODEL",
+                   help="nn4 model name or weights file (default: the best installed)")
+    z.add_argument("--data", required=True, metavar="FILE.npz",
+                   help="output of 'edged train prepare': calibration faces are drawn from it")
+    z.add_argument("--faces", type=int, default=400, help="calibration faces (default 400)")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--out", default=None, metavar="FILE.onnx",
+                   help="default: beside the weights, <stem>.int8.onnx (where the backend looks)")
+    json_option(z)
+    z.set_defaults(func=cmd_quantize)
+
     t = tsub.add_parser("triplet", help="fine-tune with triplet loss on labelled folders (folder/person/*.jpg)")
     t.add_argument("--data", required=True, metavar="DIR", help="folder with one sub-folder of images per person")
     t.add_argument("--workdir", required=True, metavar="DIR")
@@ -213,3 +225,58 @@ def cmd_triplet(ctx: Context) -> int:
     extra = {"data": {"faces": len(data), "people": len(data.names), "folder": a.data}, "loop": asdict(cfg),
              "margin": a.margin}
     return _finish(ctx, model, history, a, "triplet", extra)
+
+
+def cmd_quantize(ctx: Context) -> int:
+    """Quantise, then measure the int8 model beside fp32 on faces of the set that were not used to calibrate."""
+    import numpy as np
+
+    from edged.embed.nn4.ort import OrtNN4, _fresh_export, state_digest
+    from edged.embed.nn4.quantize import MIN_CALIBRATION, int8_path, quantize_int8
+    from edged.embed.nn4.weights import atomic_write_bytes
+    from edged.models.embedders import create_nn4_embedder
+    from edged.train.data import centre_crop
+
+    a = ctx.args
+    if a.faces < MIN_CALIBRATION:
+        raise EdgedError(f"--faces {a.faces}: need at least {MIN_CALIBRATION} calibration faces")
+    data = _load_set(a.data)
+    if len(data) < a.faces + 1:
+        raise EdgedError(f"--data {a.data}: {len(data)} faces, need more than --faces {a.faces}")
+    started = time.monotonic()
+    embedder = create_nn4_embedder(a.weights, device="cpu", models_dir=str(ctx.models_dir()), backend="torch")
+    module = embedder.module()
+    digest = state_digest(module.state_dict())
+    order = np.random.default_rng(a.seed).permutation(len(data))
+    calib = np.stack([centre_crop(data.canvases[i]) for i in order[:a.faces]])
+    check = np.stack([centre_crop(data.canvases[i]) for i in order[a.faces:a.faces + 400]])
+    model = quantize_int8(module, digest, calib)
+    out = Path(a.out) if a.out else int8_path(embedder.weights_path)
+    atomic_write_bytes(out, model)
+    fp32, int8 = OrtNN4(_fresh_export(module, digest)), OrtNN4(model)
+    d = ((fp32.run(check) - int8.run(check)) ** 2).sum(axis=1)
+    summary = {"out": str(out), "weights": embedder.version, "calibration_faces": len(calib),
+               "bytes": len(model), "check_faces": len(check),
+               "sq_l2_to_fp32": {"median": round(float(np.median(d)), 6), "p99": round(float(np.percentile(d, 99)), 6),
+                                 "max": round(float(d.max()), 6)},
+               "seconds": round(time.monotonic() - started, 1)}
+    fp32.close()
+    int8.close()
+    if ctx.json:
+        ctx.emit_json(summary)
+    else:
+        s = summary["sq_l2_to_fp32"]
+        ctx.print(f"wrote {out} ({len(model) / 1e6:.1f} MB, calibrated on {len(calib)} faces of {a.data})")
+        ctx.print(f"int8 against fp32 on {len(check)} other faces: squared L2 median {s['median']:.5f}, "
+                  f"p99 {s['p99']:.5f}, max {s['max']:.5f}")
+        ctx.print("use it with embedder.backend: onnxruntime-int8")
+    return 0
+
+
+def _load_set(path: str):
+    from edged.train.distill import DistillSet
+
+    try:
+        return DistillSet.load(path)
+    except (OSError, KeyError, ValueError) as exc:
+        raise EdgedError(f"--data {path}: not a training set made by 'edged train prepare' ({exc})") from None

@@ -37,6 +37,12 @@ class Embedder(ABC):
     alignment: AlignmentSpec
 
     @property
+    def cache_version(self) -> str:
+        """Key of these embeddings in caches of computed embeddings (`version`, plus how they were computed
+        when that changes them slightly, e.g. nn4's int8 backend)."""
+        return self.version
+
+    @property
     def open_set(self) -> OpenSetDefaults:
         """The 1:N rule at a door (`edged identify`, the daemon). Without a measured one: the verification
         threshold scaled as measured for dlib (0.125 of 0.186), with dlib's margin."""

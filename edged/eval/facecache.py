@@ -250,11 +250,11 @@ def embed_record(embedder: Any, items: Sequence[tuple[np.ndarray, FaceRecord]], 
     step = 2 if flip else 1
     out = []
     for k in range(len(items)):
-        got = {(embedder.version, "plain"): vecs[k * step]}
+        got = {(embedder.cache_version, "plain"): vecs[k * step]}
         if norms is not None:
-            got[(embedder.version, "norm")] = np.array([norms[k * step]], np.float32)
+            got[(embedder.cache_version, "norm")] = np.array([norms[k * step]], np.float32)
         if flip:
-            got[(embedder.version, "flip")] = vecs[k * step + 1]
+            got[(embedder.cache_version, "flip")] = vecs[k * step + 1]
         out.append(got)
     return out
 
@@ -344,7 +344,7 @@ def analyse(cache: FaceCache, paths: Sequence[str], embedder_names: Sequence[str
     for emb in all_embedders:
         need: set[str] = set()
         for variant in variants:
-            got = cache.embeddings(have, emb.version, variant)
+            got = cache.embeddings(have, emb.cache_version, variant)
             need.update(sha for sha in have if sha not in got)
         missing[emb] = sorted(need)
     pooled_todo = sorted({sha for e in pooled for sha in missing[e]})
@@ -422,9 +422,9 @@ def embed_images(cache: FaceCache, paths: Sequence[str], embedder: Any, flip: bo
 
     sha_of = analyse(cache, paths, embedder_names=(), embedders=[embedder], flip=flip, workers=workers,
                      progress=on_progress)
-    vectors = cache.embeddings(sha_of.values(), embedder.version)
+    vectors = cache.embeddings(sha_of.values(), embedder.cache_version)
     if flip:
-        mirrored = cache.embeddings(sha_of.values(), embedder.version, "flip")
+        mirrored = cache.embeddings(sha_of.values(), embedder.cache_version, "flip")
         vectors = {sha: l2_normalize(v + mirrored[sha]) for sha, v in vectors.items() if sha in mirrored}
     faces = cache.faces(sha_of.values())
     found = {p: vectors[sha_of[p]] for p in paths if sha_of.get(p) in vectors}

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 #: Faces per forward pass.
 BATCH_SIZE = 64
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 
 __all__ = ["BACKENDS", "NN4Embedder", "WeightsLoader", "load_nn4", "pick_backend", "pick_device"]
 
@@ -67,14 +67,14 @@ def pick_backend(backend: str, device: str) -> tuple[str, torch.device]:
     """(backend, torch device) for the configured values: onnxruntime is CPU-only; auto prefers it on the CPU."""
     if backend not in BACKENDS:
         raise ConfigError(f"embedder.backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "onnxruntime-int8"):
         if device == "cuda":
-            raise ConfigError("embedder.backend: onnxruntime runs nn4 on the CPU only; use device cpu or auto, "
+            raise ConfigError(f"embedder.backend: {backend} runs nn4 on the CPU only; use device cpu or auto, "
                               "or backend torch for CUDA")
         if not _onnxruntime_available():
-            raise ConfigError("embedder.backend: onnxruntime is not installed (pip install onnxruntime), "
-                              "use backend torch or auto")
-        return "onnxruntime", torch.device("cpu")
+            raise ConfigError(f"embedder.backend: {backend} needs onnxruntime, which is not installed "
+                              "(pip install onnxruntime); use backend torch or auto")
+        return backend, torch.device("cpu")
     chosen = pick_device(device)
     if backend == "auto" and chosen.type == "cpu" and _onnxruntime_available():
         return "onnxruntime", chosen
@@ -116,6 +116,8 @@ class NN4Embedder(Embedder):
 
     def _onnxruntime(self) -> OrtNN4 | None:
         """The ONNX Runtime runner, made on first use (None on the torch backend)."""
+        if self._backend == "onnxruntime-int8":
+            return self._int8()
         if self._backend != "onnxruntime":
             return None
         module = self.module()
@@ -131,9 +133,28 @@ class NN4Embedder(Embedder):
                     self._backend = "torch"
             return self._ort
 
+    def _int8(self) -> OrtNN4:
+        """The int8 runner (`<weights stem>.int8.onnx`, made by `edged train quantize`); raises QuantizeError
+        when the file is missing or made from other weights (no silent fallback: the user chose int8)."""
+        module = self.module()
+        with self._lock:
+            if self._ort is None:
+                from edged.embed.nn4.ort import state_digest
+                from edged.embed.nn4.quantize import int8_path, load_int8_runner
+
+                path = int8_path(self.weights_path)
+                self._ort = load_int8_runner(path, state_digest(module.state_dict()), self.threads)
+                log.info("nn4 runs int8 on onnxruntime (%s, %d threads)", path.name, self._ort.threads)
+            return self._ort
+
+    @property
+    def cache_version(self) -> str:
+        """The face cache's key for these embeddings: int8 ones are kept apart from fp32 ones."""
+        return self.version + ("+int8" if self._backend == "onnxruntime-int8" else "")
+
     @property
     def backend(self) -> str:
-        """The backend in use: 'onnxruntime' or 'torch' (settled at the first embed())."""
+        """The backend in use: 'onnxruntime', 'onnxruntime-int8' or 'torch' (settled at the first embed())."""
         return self._backend
 
     def describe(self) -> dict[str, object]:
