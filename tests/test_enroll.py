@@ -205,3 +205,25 @@ def test_canonical_crop_png_is_lossless(fr_dir, dlib_pipeline):
     [(_, marks, _)] = dlib_pipeline.align(image, [box])
     crop = canonical_crop(image, box, marks)
     assert np.array_equal(load_image_bytes(encode_png(crop)), crop)
+
+
+def test_enrollment_stores_mirror_averaged_embeddings(dlib_pipeline, dlib_embedder, fr_dir):
+    from edged.distance import l2_normalize
+
+    paths = [fr_dir / "obama.jpg", fr_dir / "biden.jpg"]
+    mirrored = Enroller(dlib_pipeline, EnrollConfig()).run(expand_sources(paths)).samples
+    plain = Enroller(dlib_pipeline, EnrollConfig(mirror=False)).run(expand_sources(paths)).samples
+    assert len(mirrored) == len(plain) == 2
+    for m, p, path in zip(mirrored, plain, paths, strict=True):
+        image = load_image(path)
+        [(_, _, aligned)] = dlib_pipeline.align(image, dlib_pipeline.detect(image)[:1])
+        assert np.allclose(p.embedding, dlib_embedder.embed([aligned])[0], atol=1e-6)
+        flipped = dlib_embedder.embed([np.ascontiguousarray(aligned[:, ::-1])])[0]
+        assert np.allclose(m.embedding, l2_normalize(p.embedding + flipped), atol=1e-5)
+        # a real change, far below the door threshold (0.125): the same person's template
+        assert 0.0005 < float(((m.embedding - p.embedding) ** 2).sum()) < 0.05
+    # still two clearly different people
+    assert float(((mirrored[0].embedding - mirrored[1].embedding) ** 2).sum()) > 0.2
+    # re-embedding the stored crops does what enrollment did
+    again = embed_crops(dlib_embedder, [s.crop_png for s in mirrored])
+    assert float(((again - np.stack([s.embedding for s in mirrored])) ** 2).sum(axis=1).max()) < 0.02

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="this many other people's faces play the strangers a site already stored (default 0)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--plot", metavar="PNG", help="write DIR against FPIR (log) to this PNG file")
+    q.add_argument("--enroll-mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="enrolled samples mirror-averaged as `edged enroll` stores them (default: config "
+                        "enroll.mirror, on)")
     json_option(q)
     q.add_argument("--cache", metavar="DIR", help="face cache directory (default ~/.cache/edged)")
     q.add_argument("--workers", type=int, metavar="N", help="processes for detection and dlib (default: CPU count)")
@@ -246,6 +249,9 @@ def cmd_eval_openset(ctx: Context) -> int:
         found = embed_images(cache, paths, embedder, False, args.workers, _bar_progress(bar))
     faces = labelled_faces(paths, found.vectors, found.detected, data)
     cfg = ctx.config
+    mirror = cfg.enroll.mirror if args.enroll_mirror is None else args.enroll_mirror
+    if mirror:
+        faces = _with_mirrored_enrollment(ctx, faces, embedder, args, among)
     rules = {"nearest sample, LFW threshold (edged <= 0.1)": MatchRule(embedder.threshold, None, "min", 1),
              "configured": MatchRule.of(embedder, cfg.embedder, cfg.match)}
     draws = {10: 10, 100: 5} if args.draws is None else {n: args.draws for n in sizes}
@@ -253,6 +259,7 @@ def cmd_eval_openset(ctx: Context) -> int:
     with ctx.progress(1, "draws") as bar:
         report = evaluate_openset(faces, rules, protocol, among, _bar_progress(bar))
     report.update(embedder=embedder.name, version=embedder.version, pool=pool, images=len(paths),
+                  enroll_mirror=bool(mirror),
                   no_face=len(paths) - len(faces.paths), computed=found.computed,
                   seconds=round(time.monotonic() - start, 1), plot=str(plot) if plot else None)
     if plot:
@@ -262,6 +269,26 @@ def cmd_eval_openset(ctx: Context) -> int:
     else:
         _print_openset(ctx, report)
     return 0
+
+
+def _with_mirrored_enrollment(ctx: Context, faces: Any, embedder: Any, args: argparse.Namespace,
+                              among: set[str] | None) -> Any:
+    """`faces` whose enrollable faces (people with >= 4 of them) carry the mirror-averaged embedding enrollment
+    stores (`enroll.mirror`); the mirror images are embedded once and cached."""
+    from dataclasses import replace
+
+    from edged.eval.facecache import FaceCache, embed_images
+    from edged.eval.openset import Protocol, eligible_people
+
+    people = set(eligible_people(faces, Protocol().min_images, among).tolist())
+    chosen = [i for i, p in enumerate(faces.person) if int(p) in people]
+    paths = [faces.paths[i] for i in chosen]
+    with FaceCache.in_dir(args.cache) as cache, ctx.progress(len(paths), "mirror images") as bar:
+        found = embed_images(cache, paths, embedder, True, args.workers, _bar_progress(bar))
+    vectors = faces.vectors.copy()
+    for i, path in zip(chosen, paths, strict=True):
+        vectors[i] = found.vectors[path]
+    return replace(faces, enroll_vectors=vectors)
 
 
 def _plot_openset(path: Path, report: dict[str, Any]) -> None:

@@ -403,7 +403,8 @@ def cmd_reembed(ctx: Context) -> int:
                                f"{bad[0].crop_format!r}")
         embedder: Embedder = ctx.embedder(ctx.args.embedder)
         with ctx.progress(len(samples), f"reembed {embedder.name}") as bar:
-            vectors = embed_crops(embedder, [s.crop_png or b"" for s in samples], progress=bar.update)
+            vectors = embed_crops(embedder, [s.crop_png or b"" for s in samples], progress=bar.update,
+                                  mirror=ctx.config.enroll.mirror)
         old = {s.id: s.embedding for s in samples}
         gallery.replace_embeddings(embedder.name, embedder.version,
                                    {s.id: v for s, v in zip(samples, vectors, strict=True)}, expected_counter=counter)

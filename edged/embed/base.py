@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.distance import EMBEDDING_DIM
+from edged.distance import EMBEDDING_DIM, l2_normalize
 from edged.vision.align import AlignmentSpec
 
 
@@ -54,6 +54,16 @@ class Embedder(ABC):
 
     def embed_one(self, face: np.ndarray) -> np.ndarray:
         return self.embed(face[None])[0]
+
+    def embed_mirror_averaged(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Each face's embedding averaged with its mirror image's, renormalised (one batch of 2N faces): what
+        enrollment stores (`enroll.mirror`), a template nearer to how the person looks from either side."""
+        batch = as_batch(faces, self.alignment.size)
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        both = self.embed(np.concatenate([batch, np.ascontiguousarray(batch[:, :, ::-1])]))
+        return l2_normalize(both[:n] + both[n:])
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "version": self.version, "threshold": self.threshold,

@@ -54,6 +54,8 @@ class LabelledFaces:
     person: np.ndarray
     names: list[str]
     paths: list[str]
+    #: What enrollment would store for each face (e.g. mirror-averaged, `enroll.mirror`); None = `vectors`.
+    enroll_vectors: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def draw_trial(faces: LabelledFaces, people: np.ndarray, n: int, k: int, cohort_
     labels_of = {p: i for i, p in enumerate(sorted(chosen_set))}
     snapshot = GallerySnapshot([faces.names[p] for p in sorted(chosen_set)],
                                np.array([labels_of[faces.person[i]] for i in enrolled_idx], np.int64),
-                               faces.vectors[enrolled_idx], "eval", 0)
+                               (faces.vectors if faces.enroll_vectors is None else faces.enroll_vectors)[enrolled_idx],
+                               "eval", 0)
     is_cohort = np.isin(faces.person, cohort_of)
     strangers = np.flatnonzero(in_pool & ~np.isin(faces.person, chosen) & ~is_cohort)
     cohort = faces.vectors[is_cohort] if cohort_people else None

@@ -297,7 +297,7 @@ class Enroller:
         reason = gate_face(face_px, sharp, self.cfg)
         if reason:
             return reason
-        vector = self.embedder.embed([aligned])[0]
+        vector = (self.embedder.embed_mirror_averaged if self.cfg.mirror else self.embedder.embed)([aligned])[0]
         return Candidate(source, face_px, sharp, crop, vector)
 
     def _accepted(self, report: EnrollReport) -> np.ndarray:
@@ -534,19 +534,21 @@ def enroll_person(gallery_path: Path, name: str, items: Sequence[SourceItem], cf
 # ---- re-embedding from stored crops ----
 
 def embed_crops(embedder: Embedder, crops_png: Sequence[bytes], batch: int = 32,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Embeddings of stored canonical crops: the embedder's own landmarks and alignment, run on each crop."""
+                progress: Callable[[int], None] | None = None, mirror: bool = True) -> np.ndarray:
+    """Embeddings of stored canonical crops: the embedder's own landmarks and alignment, run on each crop
+    (mirror-averaged as enrollment does with `enroll.mirror`)."""
     aligner = FaceAligner(embedder.alignment)
+    embed = embedder.embed_mirror_averaged if mirror else embedder.embed
     out: list[np.ndarray] = []
     faces: list[np.ndarray] = []
     for i, data in enumerate(crops_png):
         crop = decode_image(data, f"stored crop {i}")
         faces.append(aligner.align(crop, CROP_FACE_BOX))
         if len(faces) == batch:
-            out.append(embedder.embed(faces))
+            out.append(embed(faces))
             faces = []
         if progress:
             progress(i + 1)
     if faces:
-        out.append(embedder.embed(faces))
+        out.append(embed(faces))
     return np.concatenate(out) if out else np.zeros((0, embedder.dim), np.float32)
