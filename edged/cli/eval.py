@@ -249,13 +249,13 @@ def cmd_eval_openset(ctx: Context) -> int:
         found = embed_images(cache, paths, embedder, False, args.workers, _bar_progress(bar))
     faces = labelled_faces(paths, found.vectors, found.detected, data)
     cfg = ctx.config
-    mirror = cfg.enroll.mirror if args.enroll_mirror is None else args.enroll_mirror
-    if mirror:
-        faces = _with_mirrored_enrollment(ctx, faces, embedder, args, among)
-    rules = {"nearest sample, LFW threshold (edged <= 0.1)": MatchRule(embedder.threshold, None, "min", 1),
-             "configured": MatchRule.of(embedder, cfg.embedder, cfg.match)}
     draws = {10: 10, 100: 5} if args.draws is None else {n: args.draws for n in sizes}
     protocol = Protocol(sizes=sizes, ks=ks, draws=draws, cohort_people=args.cohort, seed=args.seed)
+    mirror = cfg.enroll.mirror if args.enroll_mirror is None else args.enroll_mirror
+    if mirror:
+        faces = _with_mirrored_enrollment(ctx, faces, embedder, args, protocol.min_images, among)
+    rules = {"nearest sample, LFW threshold (edged <= 0.1)": MatchRule(embedder.threshold, None, "min", 1),
+             "configured": MatchRule.of(embedder, cfg.embedder, cfg.match)}
     with ctx.progress(1, "draws") as bar:
         report = evaluate_openset(faces, rules, protocol, among, _bar_progress(bar))
     report.update(embedder=embedder.name, version=embedder.version, pool=pool, images=len(paths),
@@ -272,15 +272,15 @@ def cmd_eval_openset(ctx: Context) -> int:
 
 
 def _with_mirrored_enrollment(ctx: Context, faces: Any, embedder: Any, args: argparse.Namespace,
-                              among: set[str] | None) -> Any:
-    """`faces` whose enrollable faces (people with >= 4 of them) carry the mirror-averaged embedding enrollment
-    stores (`enroll.mirror`); the mirror images are embedded once and cached."""
+                              min_images: int, among: set[str] | None) -> Any:
+    """`faces` whose enrollable faces (people with >= `min_images` of them) carry the mirror-averaged embedding
+    enrollment stores (`enroll.mirror`); the mirror images are embedded once and cached."""
     from dataclasses import replace
 
     from edged.eval.facecache import FaceCache, embed_images
-    from edged.eval.openset import Protocol, eligible_people
+    from edged.eval.openset import eligible_people
 
-    people = set(eligible_people(faces, Protocol().min_images, among).tolist())
+    people = set(eligible_people(faces, min_images, among).tolist())
     chosen = [i for i, p in enumerate(faces.person) if int(p) in people]
     paths = [faces.paths[i] for i in chosen]
     with FaceCache.in_dir(args.cache) as cache, ctx.progress(len(paths), "mirror images") as bar:

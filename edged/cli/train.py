@@ -231,7 +231,7 @@ def cmd_quantize(ctx: Context) -> int:
     """Quantise, then measure the int8 model beside fp32 on faces of the set that were not used to calibrate."""
     import numpy as np
 
-    from edged.embed.nn4.ort import OrtNN4, _fresh_export, state_digest
+    from edged.embed.nn4.ort import OrtNN4, fresh_export, state_digest
     from edged.embed.nn4.quantize import MIN_CALIBRATION, int8_path, quantize_int8
     from edged.embed.nn4.weights import atomic_write_bytes
     from edged.models.embedders import create_nn4_embedder
@@ -250,10 +250,11 @@ def cmd_quantize(ctx: Context) -> int:
     order = np.random.default_rng(a.seed).permutation(len(data))
     calib = np.stack([centre_crop(data.canvases[i]) for i in order[:a.faces]])
     check = np.stack([centre_crop(data.canvases[i]) for i in order[a.faces:a.faces + 400]])
-    model = quantize_int8(module, digest, calib)
+    exported = fresh_export(module, digest)
+    model = quantize_int8(exported, digest, calib)
     out = Path(a.out) if a.out else int8_path(embedder.weights_path)
     atomic_write_bytes(out, model)
-    fp32, int8 = OrtNN4(_fresh_export(module, digest)), OrtNN4(model)
+    fp32, int8 = OrtNN4(exported), OrtNN4(model)
     d = ((fp32.run(check) - int8.run(check)) ** 2).sum(axis=1)
     summary = {"out": str(out), "weights": embedder.version, "calibration_faces": len(calib),
                "bytes": len(model), "check_faces": len(check),

@@ -195,9 +195,14 @@ class OrtNN4:
                 self._pool = None
 
 
+def made_from(runner: OrtNN4, digest: str) -> bool:
+    """The model's metadata names the weights `digest` and this export recipe."""
+    return runner.metadata.get(META_WEIGHTS) == digest and runner.metadata.get(META_RECIPE) == str(RECIPE_VERSION)
+
+
 def check_export(runner: OrtNN4, module: NN4Small2, digest: str) -> float:
     """Max abs difference between the export and the torch module on the probe faces; raises if it is not them."""
-    if runner.metadata.get(META_WEIGHTS) != digest or runner.metadata.get(META_RECIPE) != str(RECIPE_VERSION):
+    if not made_from(runner, digest):
         raise ExportCheckError(f"made from other weights or recipe ({runner.metadata.get(META_WEIGHTS, '?')[:12]}, "
                                f"recipe {runner.metadata.get(META_RECIPE, '?')})")
     faces = probe_faces()
@@ -213,7 +218,8 @@ def check_export(runner: OrtNN4, module: NN4Small2, digest: str) -> float:
     return diff
 
 
-def _fresh_export(module: NN4Small2, digest: str) -> bytes:
+def fresh_export(module: NN4Small2, digest: str) -> bytes:
+    """The `FastNN4` export of `module`, its metadata naming the weights `digest` and the recipe."""
     return export_onnx(module, metadata={META_WEIGHTS: digest, META_RECIPE: str(RECIPE_VERSION),
                                          "edged.torch": torch.__version__})
 
@@ -244,7 +250,7 @@ def load_runner(module: NN4Small2, digest: str, cache_dir: Path | None, threads:
             return runner
         except Exception as exc:  # corrupt, truncated, foreign or stale: ORT raises several kinds
             log.warning("%s: cached nn4 export not usable (%s); rebuilding it", path, str(exc).splitlines()[0][:200])
-    data = _fresh_export(module, digest)
+    data = fresh_export(module, digest)
     runner = OrtNN4(data, threads)
     check_export(runner, module, digest)
     if path is not None:

@@ -1,10 +1,11 @@
 """nn4.small2 in int8 for ONNX Runtime: static quantisation of the `FastNN4` export, calibrated on real faces.
 
-`quantize_int8(module, calibration)` exports the network as the onnxruntime backend does, runs ONNX
-Runtime's shape pre-processing, and quantises it statically (QOperator: fused integer Conv/MatMul kernels;
-weights int8 per output channel, activations uint8 with ranges from `calibration`, aligned 96x96 training
-faces and their mirror images). The file carries the weights' digest (the same `edged.weights_sha256` as
-the fp32 export) and the number of calibration faces; `load_int8_runner` refuses one made from other weights.
+`quantize_int8(fp32, digest, calibration)` takes the network's export as the onnxruntime backend
+makes it (`fresh_export`), runs ONNX Runtime's shape pre-processing, and quantises it statically
+(QOperator: fused integer Conv/MatMul kernels; weights int8 per output channel, activations uint8 with
+ranges from `calibration`, aligned 96x96 training faces and their mirror images). The file carries the
+weights' digest (the same `edged.weights_sha256` as the fp32 export) and the number of calibration faces;
+`load_int8_runner` refuses one made from other weights.
 
 The int8 file lives beside the weights file (`<weights stem>.int8.onnx`); `embedder.backend:
 onnxruntime-int8` loads it. Its embeddings are those of the fp32 network within quantisation error (median
@@ -21,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edged.embed.nn4.fast import RECIPE_VERSION
-from edged.embed.nn4.net import NN4Small2
-from edged.embed.nn4.ort import META_RECIPE, META_WEIGHTS, OrtNN4, _fresh_export, probe_faces
+from edged.embed.nn4.ort import META_RECIPE, META_WEIGHTS, OrtNN4, made_from, probe_faces
 from edged.embed.nn4.preprocess import IMG_DIM
 from edged.errors import EdgedError
 
@@ -43,9 +43,9 @@ def int8_path(weights_path: str | Path) -> Path:
     return path.with_name(path.stem + INT8_SUFFIX)
 
 
-def quantize_int8(module: NN4Small2, digest: str, calibration: np.ndarray) -> bytes:
-    """The int8 ONNX model of `module` (weights digest `digest`), activation ranges from `calibration`
-    (uint8 faces (N, 96, 96, 3), N >= MIN_CALIBRATION)."""
+def quantize_int8(fp32: bytes, digest: str, calibration: np.ndarray) -> bytes:
+    """The int8 ONNX model of the fp32 export `fp32` (`fresh_export` of the weights with digest `digest`),
+    activation ranges from `calibration` (uint8 faces (N, 96, 96, 3), N >= MIN_CALIBRATION)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -56,8 +56,8 @@ def quantize_int8(module: NN4Small2, digest: str, calibration: np.ndarray) -> by
                             f"{faces.shape}")
     if len(faces) < MIN_CALIBRATION:
         raise QuantizeError(f"{len(faces)} calibration faces: need at least {MIN_CALIBRATION}")
+    calibrated = len(faces)
     faces = np.concatenate([faces, faces[:, :, ::-1]])  # a face seen mirrored is as likely at a door
-    fp32 = _fresh_export(module, digest)
     input_name = onnx.load_model_from_string(fp32).graph.input[0].name
 
     class Faces(CalibrationDataReader):  # type: ignore[misc]
@@ -84,8 +84,7 @@ def quantize_int8(module: NN4Small2, digest: str, calibration: np.ndarray) -> by
     finally:
         root.removeFilter(quiet)
     props = {p.key: p.value for p in model.metadata_props}
-    props.update({META_WEIGHTS: digest, META_RECIPE: str(RECIPE_VERSION),
-                  META_CALIBRATION: str(len(faces) // 2)})
+    props.update({META_WEIGHTS: digest, META_RECIPE: str(RECIPE_VERSION), META_CALIBRATION: str(calibrated)})
     del model.metadata_props[:]
     for key, value in sorted(props.items()):
         model.metadata_props.add(key=key, value=value)
@@ -108,9 +107,9 @@ def load_int8_runner(path: Path, digest: str, threads: int = 0) -> OrtNN4:
         runner = OrtNN4(path.read_bytes(), threads)
     except Exception as exc:  # ORT raises several kinds for a corrupt or truncated file
         raise QuantizeError(f"{path}: not a usable ONNX model ({str(exc).splitlines()[0][:160]})") from None
-    made_from = runner.metadata.get(META_WEIGHTS, "")
-    if made_from != digest or runner.metadata.get(META_RECIPE) != str(RECIPE_VERSION):
-        raise QuantizeError(f"{path}: made from other weights ({made_from[:12] or 'unknown'}, not {digest[:12]}) "
+    if not made_from(runner, digest):
+        source = runner.metadata.get(META_WEIGHTS, "")
+        raise QuantizeError(f"{path}: made from other weights ({source[:12] or 'unknown'}, not {digest[:12]}) "
                             "or another export recipe; make it again with 'edged train quantize'")
     out = runner.run(probe_faces(2))
     if out.shape != (2, 128) or not np.all(np.isfinite(out)):
