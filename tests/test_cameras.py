@@ -279,7 +279,7 @@ def test_two_cameras_of_one_door_give_one_recognized_per_visit(tmp_path: Path, l
     assert [e["type"] for e in lin] == ["recognized", "left"] * 2, lin
     # the left names both cameras, in the order they recognized him (either camera can be first: they run apart)
     assert all(sorted(e["cameras"]) == ["left", "right"] and e["cameras"][0] == r["camera"]
-               for r, e in zip(lin[0::2], lin[1::2])), lin
+               for r, e in zip(lin[0::2], lin[1::2], strict=True)), lin
     assert lin[0]["visit_id"] == lin[1]["visit_id"] != lin[2]["visit_id"] == lin[3]["visit_id"]
     # each camera's own recognition is still there for the door (resumed), not announced
     resumed = [e for e in recorder.of_type(IdentityEvent) if e.resumed and e.kind == EventKind.RECOGNIZED]
