@@ -156,11 +156,12 @@ class EmbedderConfig(_Section):
     #: nn4 only: a model name from `edged models list` or a weights file; null = best installed.
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: nn4 only: torch (the network as defined; CUDA or CPU), onnxruntime (its exact rewrite exported to
-    #: ONNX, CPU only, fastest there), onnxruntime-int8 (the statically quantised model beside the weights,
-    #: `<stem>.int8.onnx` from `edged train quantize`; CPU only), or auto (onnxruntime on the CPU when
-    #: installed, else torch).
-    backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8"] = "auto"
+    #: How the network runs. nn4: torch (the network as defined; CUDA or CPU), onnxruntime (its exact rewrite
+    #: exported to ONNX, CPU only, fastest there), onnxruntime-int8 (the statically quantised model beside the
+    #: weights, `<stem>.int8.onnx` from `edged train quantize`; CPU only). dlib: dlib (dlib's own code, one
+    #: core) or onnxruntime (dlib's network read from its model file and run on ONNX Runtime: the same
+    #: descriptors, ~20x faster). auto: onnxruntime when installed (else torch / dlib).
+    backend: Literal["auto", "torch", "onnxruntime", "onnxruntime-int8", "dlib"] = "auto"
     #: CPU threads (torch, or onnxruntime's per-run threads); 0 = all cores.
     threads: int = Field(0, ge=0, le=256)
     #: The door's match threshold (squared L2 to a person's template, one person with 3+ samples; adaptive with
@@ -966,6 +967,10 @@ def _semantic_checks(cfg: Config, v: _Report, listed: bool = False) -> None:
     _camera_checks(cfg, v, listed)
     if cfg.vote.k > cfg.vote.m:
         v.problem(("vote", "k"), f"must be <= vote.m ({cfg.vote.m}), got {cfg.vote.k}")
+    allowed = {"dlib": ("auto", "onnxruntime", "dlib"), "nn4": ("auto", "torch", "onnxruntime", "onnxruntime-int8")}
+    if cfg.embedder.backend not in allowed[cfg.embedder.name]:
+        v.problem(("embedder", "backend"), f"{cfg.embedder.backend} is not a backend of the {cfg.embedder.name} "
+                                           f"embedder (choose from {', '.join(allowed[cfg.embedder.name])})")
     tls = cfg.mqtt.tls
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key)

@@ -28,6 +28,7 @@ from edged.bench.common import (
     nearest_rows,
     perturbed_queries,
     random_unit_vectors,
+    ratio,
     resize_to,
     summary,
     time_one,
@@ -117,12 +118,24 @@ def tile_batch(faces: Sequence[np.ndarray], n: int) -> np.ndarray:
 
 
 def bench_dlib_embed(chips: Sequence[np.ndarray], plan: BenchPlan) -> dict[str, Any]:
+    """dlib's ResNet as the daemon runs it (ONNX Runtime when available) and dlib's own code, interleaved on the
+    same chips (batch and one face), with their agreement (max abs difference of the raw descriptors)."""
     from edged.models.embedders import get_embedder
 
-    embedder = get_embedder("dlib")
+    default = get_embedder("dlib")
+    own = get_embedder("dlib", backend="dlib")
     batch = np.stack(chips)
-    return {"batch": len(batch), "per": "face",
-            **summary(time_one(lambda: embedder.embed(batch), plan.repeats), per=len(batch))}
+    one = batch[:1]
+    times = interleaved({"default": lambda: default.embed(batch), "dlib": lambda: own.embed(batch),
+                         "default_1": lambda: default.embed(one), "dlib_1": lambda: own.embed(one)}, plan.repeats)
+    out: dict[str, Any] = {"batch": len(batch), "per": "face", "backend": default.backend,  # type: ignore[attr-defined]
+                           **summary(times["default"], per=len(batch))}
+    out["dlib_own"] = summary(times["dlib"], per=len(batch))
+    out["batch_1"] = {"median_ms": summary(times["default_1"])["median_ms"],
+                      "dlib_own_median_ms": summary(times["dlib_1"])["median_ms"]}
+    out["ratio_dlib_own_default"] = ratio(out["dlib_own"]["median_ms"], out["median_ms"])
+    out["max_abs_diff_raw"] = float(np.abs(default.embed_raw(batch) - own.embed_raw(batch)).max())  # type: ignore[attr-defined]
+    return out
 
 
 # ---- stage: match ----

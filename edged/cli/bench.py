@@ -91,7 +91,12 @@ def format_report(r: dict[str, Any]) -> list[str]:
         b = nn4[f"batch_{n}"]
         rows.append([f"embed nn4 batch {n}", _ms(b["ms"]), f"{_ms(b['ms_per_face'])} ms per face"])
     d = st["embed"]["dlib"]
-    rows.append([f"embed dlib ResNet (batch {d['batch']})", _ms(d["median_ms"]), "per face"])
+    rows.append([f"embed dlib ResNet, {d.get('backend', 'dlib')} (batch {d['batch']})", _ms(d["median_ms"]),
+                 "per face"])
+    if "dlib_own" in d:
+        rows.append([f"embed dlib ResNet, dlib's own code (batch {d['batch']})", _ms(d["dlib_own"]["median_ms"]),
+                     f"per face: {d['ratio_dlib_own_default']:.1f}x the time; descriptors within "
+                     f"{d['max_abs_diff_raw']:.1e}"])
     for size, x in st["match"]["exact"].items():
         rows.append([f"match exact, {int(size):,} samples", _ms(x["median_ms"]),
                      f"per query, recall@1 {x['recall_at_1']:.3f}"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -270,7 +271,7 @@ def _init_worker(upsample: int, embedder_names: tuple[str, ...]) -> None:
     torch.set_num_threads(1)
     from edged.models.embedders import get_embedder
 
-    _worker["analyser"] = Analyser(upsample, [get_embedder(n) for n in embedder_names])
+    _worker["analyser"] = Analyser(upsample, [get_embedder(n, threads=1) for n in embedder_names])
 
 
 def analyse_file(path: str, flip: bool) -> tuple[str, FaceRecord | None, Vectors, str]:
@@ -354,7 +355,10 @@ def analyse(cache: FaceCache, paths: Sequence[str], embedder_names: Sequence[str
     if new or pooled_todo:
         names = tuple(e.name for e in pooled)
         if workers > 1:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(upsample, names)) as pool:
+            # spawned, not forked: the parent may hold ONNX Runtime sessions whose thread pools a fork would not
+            # copy (using or even freeing them in the child hangs)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker, initargs=(upsample, names)) as pool:
                 for result in pool.map(analyse_file, new, [flip] * len(new), chunksize=16):
                     writer.add(*result)
                 records = [have[sha] for sha in pooled_todo]

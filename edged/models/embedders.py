@@ -38,6 +38,15 @@ def create_nn4_embedder(weights: str | None = None, device: str = "auto", thread
                        backend=backend, cache_dir=directory / CACHE_SUBDIR)
 
 
+def create_dlib_embedder(backend: str = "auto", threads: int = 0, models_dir: str | None = None) -> Embedder:
+    """dlib's ResNet; its ONNX Runtime export is cached in `<models dir>/cache/`."""
+    from edged.embed.dlib_resnet import DlibResNetEmbedder
+    from edged.embed.ort_runner import CACHE_SUBDIR
+    from edged.models import store
+
+    return DlibResNetEmbedder(backend, threads, store.models_dir(models_dir) / CACHE_SUBDIR)
+
+
 def get_embedder(name: str, **options: Any) -> Embedder:
     """The embedder called `name`; options go to its constructor (e.g. nn4 `weights`, `device`)."""
     if name not in EMBEDDERS:
@@ -46,9 +55,7 @@ def get_embedder(name: str, **options: Any) -> Embedder:
     with _lock:
         if key not in _cache:
             if name == "dlib":
-                from edged.embed.dlib_resnet import DlibResNetEmbedder
-
-                _cache[key] = DlibResNetEmbedder()
+                _cache[key] = create_dlib_embedder(**dict(key[1]))
             else:
                 _cache[key] = create_nn4_embedder(**dict(key[1]))
         return _cache[key]
@@ -56,11 +63,13 @@ def get_embedder(name: str, **options: Any) -> Embedder:
 
 def embedder_from_config(cfg: Config, name: str | None = None) -> Embedder:
     """The embedder `name` (default: the config's `embedder.name`) with the config's options."""
+    from edged.models import store
+
     e = cfg.embedder
     chosen = name or e.name
+    backend = e.backend if e.name == chosen else "auto"  # the configured backend is the configured embedder's
+    models = str(store.models_dir(cfg.models.dir))
     if chosen == "nn4":
-        from edged.models import store
-
-        return get_embedder("nn4", weights=e.weights, device=e.device, threads=e.threads, backend=e.backend,
-                            models_dir=str(store.models_dir(cfg.models.dir)))
-    return get_embedder(chosen)
+        return get_embedder("nn4", weights=e.weights, device=e.device, threads=e.threads, backend=backend,
+                            models_dir=models)
+    return get_embedder(chosen, backend=backend, threads=e.threads, models_dir=models)

@@ -33,12 +33,12 @@ from torch import Tensor, nn
 from edged.distance import L2_EPS
 from edged.embed.nn4.net import Inception, L2Pool, NN4Small2
 from edged.embed.nn4.preprocess import IMG_DIM, PIXEL_SCALE
+from edged.embed.ort_runner import INPUT_NAME
 
 #: Bumped whenever the rewrites or the export change: part of every cached export's key.
 RECIPE_VERSION = 1
 #: ONNX opset of the export.
 OPSET = 17
-INPUT_NAME = "faces"
 OUTPUT_NAME = "embeddings"
 BLOCKS = ("incept3a", "incept3b", "incept3c", "incept4a", "incept4e", "incept5a", "incept5b")
 

@@ -1,0 +1,147 @@
+"""ONNX Runtime on the CPU for a face embedder's export: uint8 faces (N, H, W, 3) in, (N, 128) float32 out.
+
+Used by nn4's exports (`edged.embed.nn4.ort`) and dlib's ResNet (`edged.embed.dlib_onnx`); no torch here.
+A single face runs either on a session using all cores (spinning threads only inside a run, so no core is burnt
+between frames) or on the single-threaded session in the calling thread, whichever has been faster lately
+(`FasterOf`). Larger batches are cut into chunks (at least one per core, at most `FACES_PER_RUN` faces each) run
+concurrently on the single-threaded session, one worker per core.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from edged.distance import EMBEDDING_DIM
+from edged.machine import usable_cores
+
+#: The input of every export run here: uint8 RGB faces, (N, H, W, 3).
+INPUT_NAME = "faces"
+#: Where exports are cached, under the models directory.
+CACHE_SUBDIR = "cache"
+#: Faces per session run: bounds the memory ONNX Runtime's arena grows to (per-face speed is flat beyond ~8).
+FACES_PER_RUN = 8
+
+
+def session_options(threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not through logging
+    if threads > 1:
+        # spin between the operators of one run, stop when it ends: no core burnt between frames
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
+class FasterOf:
+    """Chooses between two ways of doing the same work by their recent run times (no clock inside:
+    the caller reports each run with `record`). Until each has `warmup` runs they alternate; then the
+    one with the lower median over its last `window` runs is chosen, except every `explore_every`-th
+    call, which retries the other so that a change in conditions is noticed. A retry's time replaces
+    the retried way's older times (they describe conditions that may be gone), so one retry that is
+    faster switches over, instead of needing a window's worth of retries."""
+
+    def __init__(self, first: str, second: str, window: int = 5, warmup: int = 2, explore_every: int = 8) -> None:
+        self.options = (first, second)
+        self.window, self.warmup, self.explore_every = window, warmup, explore_every
+        self._times: dict[str, list[float]] = {first: [], second: []}
+        self._runs: dict[str, int] = {first: 0, second: 0}
+        self._exploring: str | None = None
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def choose(self) -> str:
+        with self._lock:
+            self._calls += 1
+            first, second = self.options
+            short = [o for o in self.options if self._runs[o] < self.warmup]
+            if short:
+                return short[0] if len(short) == 1 else self.options[self._calls % 2]
+            best = min(self.options, key=lambda o: float(np.median(self._times[o])))
+            if self._calls % self.explore_every == 0:
+                self._exploring = second if best == first else first
+                return self._exploring
+            return best
+
+    def record(self, option: str, seconds: float) -> None:
+        with self._lock:
+            self._runs[option] += 1
+            times = self._times[option]
+            if option == self._exploring:
+                self._exploring = None
+                times.clear()
+            times.append(seconds)
+            del times[:-self.window]
+
+    def medians(self) -> dict[str, float | None]:
+        with self._lock:
+            return {o: (float(np.median(t)) if t else None) for o, t in self._times.items()}
+
+
+class OrtRunner:
+    """Runs an embedder's ONNX export: uint8 (N, H, W, 3) faces -> (N, 128) float32 rows."""
+
+    def __init__(self, model_bytes: bytes, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.threads = threads if threads > 0 else usable_cores()
+        providers = ["CPUExecutionProvider"]
+        self._wide = ort.InferenceSession(model_bytes, session_options(self.threads), providers=providers)
+        self._narrow = (ort.InferenceSession(model_bytes, session_options(1), providers=providers)
+                        if self.threads > 1 else self._wide)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        #: how a single face runs: "all cores" (one run, intra-op threads) or "one core" (calling thread)
+        self.single = FasterOf("all cores", "one core")
+        self.metadata: dict[str, str] = dict(self._wide.get_modelmeta().custom_metadata_map)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="edged-embed")
+            return self._pool
+
+    def _run_narrow(self, chunk: np.ndarray) -> np.ndarray:
+        return self._narrow.run(None, {INPUT_NAME: chunk})[0]
+
+    def run_single(self, face: np.ndarray, how: str | None = None) -> np.ndarray:
+        """Embed one face (1, H, W, 3) the way `how` says, else the way that has been faster lately."""
+        if self.threads < 2:
+            return self._wide.run(None, {INPUT_NAME: face})[0]
+        chosen = how or self.single.choose()
+        session = self._wide if chosen == "all cores" else self._narrow
+        start = time.perf_counter()
+        out = session.run(None, {INPUT_NAME: face})[0]
+        if how is None:
+            self.single.record(chosen, time.perf_counter() - start)
+        return out
+
+    def run(self, faces: np.ndarray) -> np.ndarray:
+        """Embed a uint8 batch."""
+        n = len(faces)
+        if n == 0:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        faces = np.ascontiguousarray(faces)
+        if n == 1:
+            return self.run_single(faces)
+        if self.threads < 2:
+            return np.concatenate([self._wide.run(None, {INPUT_NAME: faces[i:i + FACES_PER_RUN]})[0]
+                                   for i in range(0, n, FACES_PER_RUN)])
+        chunks = np.array_split(faces, max(self.threads, -(-n // FACES_PER_RUN)))
+        return np.concatenate(list(self._executor().map(self._run_narrow, chunks)))
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
