@@ -288,6 +288,21 @@ def test_naming_refuses_other_embedders_and_all_rejected_samples(three_visits, v
             uk.name_cluster(g, [a1, a2], "colin", EnrollConfig())
 
 
+def test_enroll_blocker_says_why_a_group_cannot_be_named_before_anyone_tries(tmp_path, faces, version):
+    path = tmp_path / "g.db"
+    with Gallery(path) as g:
+        small = add(g, [A1[0]], faces, version, NOW, extra=[usample(faces[A1[1]], version, face_px=60)])
+        ok = add(g, [A1[1]], faces, version, NOW, track=2)
+        tight = EnrollConfig(min_face_px=max(faces[A1[0]].face_px, 60) + 1)
+        why = uk.enroll_blocker(g, [small], tight)  # the best sample's reason, as naming would refuse
+        assert why == f"face too small ({faces[A1[0]].face_px} px < min_face_px {tight.min_face_px})"
+        with pytest.raises(GalleryError, match=r"no sample passes the enroll gates \(face too small 2\)"):
+            uk.name_cluster(g, [small], "colin", tight)
+        assert uk.enroll_blocker(g, [small], EnrollConfig()) is None  # the 60 px one fails, the other passes
+        assert uk.enroll_blocker(g, [small, ok], EnrollConfig(blur_min=1e9)).startswith("too blurry (sharpness ")
+        assert uk.enroll_blocker(g, [], EnrollConfig()) == "no face kept"
+
+
 # ---- retention while the daemon writes ----
 
 WRITER = textwrap.dedent("""

@@ -25,6 +25,7 @@ import pytest
 
 from edged.config import WebConfig
 from edged.gallery.store import Gallery
+from edged.vision.imageio import load_image
 from edged.web.auth import AuthError, AuthFile, LoginLimiter, Sessions
 from edged.web.server import warn_if_exposed
 from tests.conftest import LIN, ROOT, enroll_cli, run_cli, wait_until
@@ -365,6 +366,34 @@ def test_people_pages_enroll_show_crops_remove_a_sample_rename_and_remove(site: 
     assert c.get("/people/barack-obama").status_code == 404
     with Gallery(site.gallery) as g:
         assert [p.name for p in g.people()] == [LIN]
+
+
+def test_a_group_without_an_enrollable_face_says_why_instead_of_offering_a_name(site: Site, fr_dir: Path,
+                                                                                  dlib_pipeline) -> None:
+    """A visitor seen only small (a face under enroll.min_face_px) cannot be named: the page says so up front and
+    offers no name form; a direct POST is still refused with the same reason and changes nothing."""
+    from edged.gallery import unknowns as uk
+
+    version = dlib_pipeline.embedder.version
+    with Gallery(site.gallery) as g:
+        now = "2026-12-04T08:00:00Z"
+        far = uk.add_visit(g, uk.UnknownVisit("door", now, now, track_id=1), [uk.UnknownSample(
+            dlib_pipeline.process(load_image(fr_dir / "obama.jpg"))[0].embedding, "dlib", version, 60, 300.0)])
+        near = uk.add_visit(g, uk.UnknownVisit("door", now, now, track_id=2), [uk.UnknownSample(
+            dlib_pipeline.process(load_image(fr_dir / "biden.jpg"))[0].embedding, "dlib", version, 120, 300.0)])
+    c, csrf = site.login()
+    page = c.get("/unknowns").text
+    groups = re.findall(r'<section class="cluster".*?</section>', page, re.S)
+    by_visit = {int(v): sec for sec in groups for v in re.findall(r'name="visits" value="([\d,]+)"', sec)[0].split(",")}
+    assert set(by_visit) == {far, near}, page
+    assert "Not enrollable yet: face too small (60 px &lt; min_face_px 80)" in by_visit[far]
+    assert 'class="name-form"' not in by_visit[far]
+    assert 'class="name-form"' in by_visit[near] and "not-enrollable" not in by_visit[near]
+    r = c.post("/unknowns/name", data={"csrf": csrf, "visits": str(far), "name": "obama"})
+    assert r.status_code == 400
+    assert error_of(r) == f"visits {far}: no sample passes the enroll gates (face too small 1); nothing changed"
+    with Gallery(site.gallery) as g:
+        assert [p.name for p in g.people()] == [LIN] and {v.id for v in uk.visits(g)} == {far, near}
 
 
 def test_concurrent_renames_one_wins_the_other_is_told(site: Site) -> None:

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edged.config import EnrollConfig
 from edged.distance import squared_l2
 from edged.gallery import unknowns
+from edged.gallery.enroll import gate_face
 from edged.gallery.store import Gallery
 from edged.vision.imageio import load_image
 from tests.conftest import LIN, wait_until
@@ -75,10 +77,12 @@ def click_and_wait(driver: object, element: object, url: str | None = None, time
         wait.until(ec.url_to_be(url))
 
 
-def lin_visit_ids(gallery: Path, lin: np.ndarray) -> set[int]:
+def lin_visit_ids(gallery: Path, lin: np.ndarray, enrollable: bool = False) -> set[int]:
+    """The stored unknown visits with a face of Lin-Manuel (`enrollable`: one that passes the enroll gates)."""
     with Gallery(gallery, create=False) as g:
         samples = unknowns.samples_of(g, [v.id for v in unknowns.visits(g)])
-    return {int(s.visit_id or 0) for s in samples if squared_l2(s.embedding[None], lin[None])[0, 0] <= 0.16}
+    return {int(s.visit_id or 0) for s in samples if squared_l2(s.embedding[None], lin[None])[0, 0] <= 0.16
+            and (not enrollable or gate_face(s.face_px, s.sharpness, EnrollConfig()) is None)}
 
 
 def test_homeowner_walkthrough_in_a_real_browser(browser: object, tmp_path: Path, clip: Path, fr_dir: Path,
@@ -125,13 +129,18 @@ def test_homeowner_walkthrough_in_a_real_browser(browser: object, tmp_path: Path
             ".then(r => done(r.status), e => done(String(e)));")
         assert status == 403
 
-        # the unknown visitor: wait until the camera has stored Lin-Manuel's visits, then name his group
+        # the unknown visitor: wait until the camera has stored a visit of Lin-Manuel with a face big and sharp
+        # enough to enroll (his first visits may have only faces under enroll.min_face_px), then name his group
         lin = dlib_pipeline.process(load_image(fr_dir / "lin-manuel-miranda.png"))[0].embedding
-        assert wait_until(lambda: lin_visit_ids(gallery, lin), 60, poll=1.0), log.read_text()[-2000:]
+        assert wait_until(lambda: lin_visit_ids(gallery, lin, enrollable=True), 90, poll=1.0), \
+            log.read_text()[-2000:]
         d.get(base + "/unknowns")
         shots("unknowns")
-        ids = lin_visit_ids(gallery, lin)
+        ids = lin_visit_ids(gallery, lin, enrollable=True)
         sections = d.find_elements(By.CSS_SELECTOR, "section.cluster")
+        for section in sections:  # a group with no enrollable face says why and offers no name form
+            blocked = section.find_elements(By.CSS_SELECTOR, "p.not-enrollable")
+            assert bool(blocked) != bool(section.find_elements(By.CSS_SELECTOR, "form.name-form")), section.text
         mine = [s for s in sections if set(map(int, s.find_element(By.CSS_SELECTOR, "input[name=visits]")
                                                .get_attribute("value").split(","))) & ids]
         assert mine, [s.text for s in sections]

@@ -172,7 +172,7 @@ def cmd_show(ctx: Context) -> int:
 
 
 def cmd_cluster(ctx: Context) -> int:
-    from edged.gallery.unknowns import cluster, default_version
+    from edged.gallery.unknowns import cluster, default_version, enroll_blocker
 
     args = ctx.args
     eps = ctx.config.unknowns.cluster_eps if args.eps is None else args.eps
@@ -183,14 +183,17 @@ def cmd_cluster(ctx: Context) -> int:
     with open_gallery(ctx) as gallery:
         version = default_version(gallery)
         found = cluster(gallery, version, eps, args.min_samples) if version else []
+        blockers = {c.id: enroll_blocker(gallery, [v.id for v in c.visits], ctx.config.enroll) for c in found}
     if ctx.json:
-        ctx.emit_json({"eps": eps, "embedder_version": version, "clusters": [_cluster_json(c) for c in found]})
+        ctx.emit_json({"eps": eps, "embedder_version": version,
+                       "clusters": [{**_cluster_json(c), "not_enrollable": blockers[c.id]} for c in found]})
         return 0
     for c in found:
         who = ", ".join(sorted({v.candidate for v in c.visits if v.candidate})) or "-"
         best = f", best sample #{c.best.id} ({c.best.face_px} px)" if c.best else ""
+        blocked = f"; not enrollable yet: {blockers[c.id]}" if blockers[c.id] else ""
         ctx.print(f"cluster {c.id}: {c.size} visits ({', '.join(str(v.id) for v in c.visits)}), {c.samples} samples, "
-                  f"last seen {c.last_seen}, nearest {who}{best}")
+                  f"last seen {c.last_seen}, nearest {who}{best}{blocked}")
     ctx.print(f"{sum(c.size for c in found)} visits in {len(found)} clusters (eps {eps:g}); "
               f"name one with 'edged unknowns name CLUSTER NAME'")
     return 0

@@ -597,6 +597,20 @@ def name_cluster(gallery: Gallery, cluster_id_or_visit_ids: int | Sequence[int],
     return report
 
 
+def enroll_blocker(gallery: Gallery, visit_ids: Sequence[int], enroll_cfg: EnrollConfig) -> str | None:
+    """Why naming these visits would enroll nothing (no sample passes `edged enroll`'s size and blur gates: the
+    best sample's reason), or None when at least one sample passes."""
+    from edged.gallery.enroll import gate_face, quality
+
+    samples = samples_of(gallery, visit_ids)
+    if not samples:
+        return "no face kept"
+    reasons = [(quality(s.face_px, s.sharpness), gate_face(s.face_px, s.sharpness, enroll_cfg)) for s in samples]
+    if any(r is None for _, r in reasons):
+        return None
+    return str(max(reasons, key=lambda qr: qr[0])[1])
+
+
 def _source(s: UnknownSample) -> str:
     return f"unknown-visit-{s.visit_id}#{s.id}"
 

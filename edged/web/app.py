@@ -391,7 +391,15 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.get("/unknowns", response_class=HTMLResponse, include_in_schema=False)
     def unknowns_page(request: Request) -> Response:
         principal = who(request)
-        return page(request, "unknowns.html", principal, clusters=_clusters())
+        clusters = _clusters()
+        blockers: dict[int, str] = {}
+        if clusters:
+            with ctx.gallery() as g:
+                for c in clusters:
+                    why = unknown_store.enroll_blocker(g, [v.id for v in c.visits], ctx.cfg.enroll)
+                    if why is not None:
+                        blockers[c.id] = why
+        return page(request, "unknowns.html", principal, clusters=clusters, blockers=blockers)
 
     def _clusters() -> list[Any]:
         if not ctx.gallery_path.exists():
