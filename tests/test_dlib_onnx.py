@@ -70,23 +70,36 @@ def test_the_embedder_defaults_to_onnxruntime_with_dlibs_embeddings(chips, tmp_p
 def test_the_export_is_cached_private_and_a_corrupt_one_is_rebuilt(reference, tmp_path: Path, caplog) -> None:
     cache = tmp_path / "models" / "cache"
     model = dlib_files.model_path(dlib_files.RESNET)
-    load_runner(model, lambda: reference, cache, threads=1)
-    files = list(cache.glob("dlib-resnet-*.onnx"))
-    assert len(files) == 1
-    assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600 and stat.S_IMODE(os.stat(cache).st_mode) == 0o700
-    built = files[0].read_bytes()
-    mtime = files[0].stat().st_mtime_ns
+    first = load_runner(model, lambda: reference, cache, threads=1)
+    digest = dlib_onnx.file_digest(model)
+    export, opt = dlib_onnx.cache_path(cache, digest), dlib_onnx.optimized_path(cache, digest)
+    assert sorted(cache.iterdir()) == sorted([export, opt])  # the export and ORT's form of it for this machine
+    for path in (export, opt):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    assert first.optimized  # the sessions run the optimised form (the weights once in memory)
+    built = export.read_bytes()
+    mtime = export.stat().st_mtime_ns
 
     def no_dlib():
         raise AssertionError("a cached export is checked against the descriptors it recorded, not against dlib")
 
-    load_runner(model, no_dlib, cache, threads=1)
-    assert files[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
-    files[0].write_bytes(built[: len(built) // 3])
+    again = load_runner(model, no_dlib, cache, threads=1)
+    assert export.stat().st_mtime_ns == mtime and again.optimized  # reused, not rebuilt
+    probes = dlib_onnx.probe_chips(2)
+    assert float(np.abs(again.run(probes) - _own(reference, probes)).max()) < 1e-5
+    opt.write_bytes(b"not an onnx file")  # a damaged optimised form is remade from the export
+    with caplog.at_level(logging.WARNING, "edged.embed.dlib_onnx"):
+        remade = load_runner(model, no_dlib, cache, threads=1)
+    assert "stored optimised form not usable" in caplog.text and "making it again" in caplog.text
+    assert remade.optimized and opt.stat().st_size > 1_000_000
+    assert float(np.abs(remade.run(probes) - _own(reference, probes)).max()) < 1e-5
+    caplog.clear()
+    export.write_bytes(built[: len(built) // 3])
     with caplog.at_level(logging.WARNING, "edged.embed.dlib_onnx"):
         runner = load_runner(model, lambda: reference, cache, threads=1)
     assert "cached dlib export not usable" in caplog.text and "rebuilding" in caplog.text
-    assert files[0].read_bytes() == built  # the same export again
+    assert export.read_bytes() == built  # the same export again
     assert runner.run(dlib_onnx.probe_chips(1)).shape == (1, 128)
 
 

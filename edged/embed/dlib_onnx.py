@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.embed.ort_runner import INPUT_NAME, OrtRunner
+from edged.embed.ort_runner import INPUT_NAME, OrtRunner, machine_key, optimize_for_this_machine
 from edged.errors import EdgedError
 from edged.fileio import atomic_write
 
@@ -367,19 +367,54 @@ def cache_path(cache_dir: Path, digest: str) -> Path:
     return cache_dir / f"dlib-resnet-{digest[:32]}.r{RECIPE_VERSION}.onnx"
 
 
+def optimized_path(cache_dir: Path, digest: str) -> Path:
+    return cache_dir / f"dlib-resnet-{digest[:32]}.r{RECIPE_VERSION}.opt-{machine_key()}.onnx"
+
+
+def _optimized_runner(portable: Path, digest: str, threads: int) -> OrtRunner | None:
+    """A runner on ONNX Runtime's optimised form of the cached export for this machine (made now if missing),
+    checked like the export; None when it cannot be made or does not check out (the export is used as it is)."""
+    opt = optimized_path(portable.parent, digest)
+    for attempt in (1, 2):  # a stored form that does not check out is made again, once
+        made = not opt.is_file()
+        try:
+            if made:
+                tmp = opt.with_name(f".{opt.name}.{os.getpid()}.tmp")
+                try:
+                    optimize_for_this_machine(portable.read_bytes(), str(tmp))
+                    os.chmod(tmp, 0o600)
+                    os.replace(tmp, opt)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            runner = OrtRunner(opt.read_bytes(), threads, optimized=True)
+            check_export(runner, _stored_probes(runner), digest)
+            return runner
+        except Exception as exc:  # ORT raises several kinds; the plain export still works
+            opt.unlink(missing_ok=True)
+            if made or attempt == 2:
+                log.warning("%s: ONNX Runtime's optimised form not usable (%s); loading the export as it is", opt,
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                return None
+            log.warning("%s: stored optimised form not usable (%s); making it again", opt,
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    return None
+
+
 def load_runner(model_path: str | os.PathLike[str], reference: Callable[[], Any], cache_dir: Path | None,
                 threads: int = 0) -> OrtRunner:
     """An `OrtRunner` for dlib's model at `model_path`: the cached export when it reproduces the dlib descriptors
     it recorded, else built now, checked against dlib itself (`reference()`: dlib's model object, loaded only
-    then) and cached. Raises `ExportCheckError` / `DlibModelError`."""
+    then) and cached. With a cache, the sessions run ONNX Runtime's optimised form of the export made for this
+    machine (`<export>.opt-<machine key>.onnx`: the weights once in memory instead of twice), checked the same
+    way. Raises `ExportCheckError` / `DlibModelError`."""
     digest = file_digest(model_path)
     path = cache_path(cache_dir, digest) if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
-            runner = OrtRunner(path.read_bytes(), threads)
+            runner = OrtRunner(path.read_bytes(), 1)
             check_export(runner, _stored_probes(runner), digest)
             log.debug("dlib ResNet ONNX export from %s", path)
-            return runner
+            return _optimized_runner(path, digest, threads) or OrtRunner(path.read_bytes(), threads)
         except Exception as exc:  # corrupt, truncated, foreign or stale: ORT raises several kinds
             log.warning("%s: cached dlib export not usable (%s); rebuilding it", path,
                         str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
@@ -393,8 +428,13 @@ def load_runner(model_path: str | os.PathLike[str], reference: Callable[[], Any]
             for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
                 directory.mkdir(mode=0o700)
             atomic_write(path, data, 0o600)
+            for stale in path.parent.glob(f"{path.stem}.opt-*.onnx"):
+                stale.unlink(missing_ok=True)  # made from an earlier file of the same name
             log.info("cached dlib's ResNet as ONNX in %s", path)
         except (OSError, EdgedError) as exc:
             log.warning("cannot cache dlib's ResNet export in %s (%s); it will be rebuilt next start", path.parent,
                         getattr(exc, "strerror", None) or exc)
+            return runner
+        del runner
+        return _optimized_runner(path, digest, threads) or OrtRunner(data, threads)
     return runner
