@@ -110,6 +110,9 @@ class DetectorConfig(_Section):
     #: Image doublings before detection (0 = fastest; 1 finds faces down to ~40 px). RetinaFace finds faces
     #: from ~16 px at 0 and is never enlarged beyond the frame (its steps undo `scale` only).
     upsample: int = Field(0, ge=0, le=3)
+    #: What runs RetinaFace: onnxruntime (its network rewritten as ONNX from the installed files, checked against
+    #: OpenCV DNN, cached in the models directory; faster), opencv (OpenCV DNN), auto (onnxruntime, else opencv).
+    runtime: Literal["auto", "onnxruntime", "opencv"] = "auto"
     #: Detect on the frame scaled by this factor (boxes are mapped back; faces are aligned and embedded from
     #: the full frame); auto: at most `AUTO_DETECT_WIDTH` pixels wide (1080p: 0.5, 720p: 0.75, smaller: 1).
     scale: float | Literal["auto"] = "auto"

@@ -135,8 +135,11 @@ def test_quick_report_values_are_sane(report: dict[str, Any]) -> None:
     sizes = cam["detectors"]["sizes"]
     assert set(sizes) == {"360p", "720p", "1080p"}
     for row in sizes.values():
-        assert set(row) == {"retinaface", "hog_upsample0", "hog_upsample1"} and all(r["ms"] > 0 for r in row.values())
+        ratio = row.pop("retinaface_ort_vs_opencv")
+        assert set(row) == {"retinaface", "retinaface_opencv", "hog_upsample0", "hog_upsample1"}
+        assert all(r["ms"] > 0 for r in row.values()) and ratio > 0
         assert row["retinaface"]["faces"] >= row["hog_upsample0"]["faces"]  # finds at least what cheap HOG finds
+        assert row["retinaface"]["faces"] == row["retinaface_opencv"]["faces"]  # the same network on both runtimes
     lfw = cam["detectors"]["lfw_where_hog_failed"]
     assert "skipped" in lfw or 0 <= lfw["retinaface_found"] <= lfw["images"]
     t = cam["tracks"]

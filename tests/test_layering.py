@@ -19,8 +19,9 @@ PACKAGE = ROOT / "edged"
 
 #: Layer of each top-level part of the package; a module may import only its own layer and lower ones.
 LAYERS: dict[str, int] = {
-    # core: value types, errors, settings, files, distances, process facts
+    # core: value types, errors, settings, files, distances, process facts, ONNX Runtime settings
     "types": 0, "errors": 0, "fileio": 0, "distance": 0, "machine": 0, "config": 0, "__init__": 0,
+    "onnxrt": 0,  # ONNX Runtime session settings
     "vision": 1,   # decoding, detection, landmarks, alignment (pure)
     "camera": 1,   # the one video reader and the grabber thread
     "embed": 2,    # embedder contract, dlib ResNet, nn4

@@ -164,13 +164,16 @@ def pipeline_tracks(cfg: Any, embedder: Any, gallery: Path, video: Path, models:
 
 
 def bench_detectors(shared: Path, models: Path, plan: BenchPlan) -> dict[str, Any]:
-    """RetinaFace and HOG (upsample 0 and 1) side by side: ms per detection by frame size, faces found."""
+    """RetinaFace (on ONNX Runtime, the default, and on OpenCV DNN) and HOG (upsample 0 and 1) side by side: ms
+    per detection by frame size, faces found; `retinaface_ort_vs_opencv`: the ratio of the two RetinaFace times."""
     from edged.vision.detect import FaceDetector
 
     files = tuple(models / n for n in RETINAFACE_FILES)
     if not all(f.is_file() for f in files):
         return {"skipped": f"no RetinaFace files in {shared / RETINAFACE_DIR}"}
-    detectors = {"retinaface": FaceDetector("retinaface", upsample=0, model_files=files),
+    detectors = {"retinaface": FaceDetector("retinaface", upsample=0, model_files=files, runtime="onnxruntime",
+                                            cache_dir=models / "cache"),
+                 "retinaface_opencv": FaceDetector("retinaface", upsample=0, model_files=files, runtime="opencv"),
                  "hog_upsample0": FaceDetector("hog", upsample=0), "hog_upsample1": FaceDetector("hog", upsample=1)}
     frames = _frames(shared / PEDESTRIANS, step=5)
     out: dict[str, Any] = {"frames": f"{PEDESTRIANS.name}, every 5th frame ({len(frames)})", "sizes": {}}
@@ -181,8 +184,9 @@ def bench_detectors(shared: Path, models: Path, plan: BenchPlan) -> dict[str, An
         runners = {name: (lambda d=d, one=one: d.detect(one)) for name, d in detectors.items()}
         repeats = 1 if plan.quick or label == "1080p" else 3
         times = interleaved(runners, repeats)
-        out["sizes"][label] = {name: {"ms": summary(times[name])["median_ms"], "faces": counts[name]}
-                               for name in detectors}
+        row = out["sizes"][label] = {name: {"ms": summary(times[name])["median_ms"], "faces": counts[name]}
+                                     for name in detectors}
+        row["retinaface_ort_vs_opencv"] = round(row["retinaface"]["ms"] / row["retinaface_opencv"]["ms"], 3)
     out["lfw_where_hog_failed"] = _lfw_hog_failures(detectors["retinaface"])
     return out
 

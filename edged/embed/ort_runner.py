@@ -12,37 +12,22 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
 from edged.distance import EMBEDDING_DIM
 from edged.machine import usable_cores
+from edged.onnxrt import session_options
 
 #: The input of every export run here: uint8 RGB faces, (N, H, W, 3).
 INPUT_NAME = "faces"
 #: Where exports are cached, under the models directory.
 CACHE_SUBDIR = "cache"
+__all__ = ["CACHE_SUBDIR", "FACES_PER_RUN", "INPUT_NAME", "FasterOf", "OrtRunner", "machine_key",
+           "optimize_for_this_machine", "session_options"]
+
 #: Faces per session run: bounds the memory ONNX Runtime's arena grows to (per-face speed is flat beyond ~8).
 FACES_PER_RUN = 8
-
-
-def session_options(threads: int, optimized: bool = False) -> Any:
-    """`optimized`: the model is already ONNX Runtime's optimised form of itself (`optimize_for_this_machine`)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if optimized
-                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not through logging
-    if threads > 1:
-        # spin between the operators of one run, stop when it ends: no core burnt between frames
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-    return options
 
 
 class FasterOf:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edged.config import Config, DetectorConfig
+from edged.embed.ort_runner import CACHE_SUBDIR
 from edged.errors import ModelNotInstalledError
 from edged.models import store
 from edged.models.registry import Registry, load_registry
@@ -62,4 +63,5 @@ def face_detector(cfg: Config, directory: str | Path | None = None) -> tuple[Fac
     choice = choose_detector(cfg.detector, chosen)
     det = cfg.detector
     return FaceDetector(choice.backend, upsample=det.upsample, min_score=det.min_score,
-                        model_files=choice.files), choice
+                        model_files=choice.files, runtime=det.runtime,
+                        cache_dir=Path(chosen).expanduser() / CACHE_SUBDIR), choice

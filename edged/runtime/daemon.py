@@ -279,7 +279,9 @@ class Daemon:
             assert first is not None
             if first.detector_note:
                 log.warning("%s", first.detector_note)
-            log.info("detector: %s, detection scale %s", first.detector.backend, cfg.detector.scale)
+            first.detector.load()
+            runtime = f" on {first.detector.runtime_used}" if first.detector.runtime_used else ""
+            log.info("detector: %s%s, detection scale %s", first.detector.backend, runtime, cfg.detector.scale)
             self.stats.pipeline = first.stats
             self.stats.cameras = {run.name: run.stats for run in self._runs}
             self._gallery = Gallery(self.gallery_path, create=self.create)

@@ -27,6 +27,7 @@ from edged.vision import dlib_files as dlib_models
 log = logging.getLogger(__name__)
 
 BACKENDS = ("retinaface", "hog", "mmod", "haar")
+RUNTIMES = ("auto", "onnxruntime", "opencv")
 #: RetinaFace: the Caffe network's output blob and input mean (BGR), and its default confidence threshold
 #: (on the pedestrians video 0.7 keeps every reference track and drops most detections of the back of a head).
 RETINAFACE_OUTPUT = "detection_out"
@@ -58,7 +59,12 @@ class FaceDetector:
     """
 
     def __init__(self, backend: str = "hog", upsample: int = 1, min_score: float | None = None,
-                 model_files: tuple[str | Path, str | Path] | None = None) -> None:
+                 model_files: tuple[str | Path, str | Path] | None = None, runtime: str = "auto",
+                 cache_dir: Path | None = None) -> None:
+        """`runtime` (retinaface): onnxruntime (the network rewritten as ONNX, `edged.vision.retinaface_onnx`,
+        cached in `cache_dir`), opencv (OpenCV DNN), auto (onnxruntime, OpenCV DNN when that cannot be used)."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown detector runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
         if backend not in BACKENDS:
             raise ValueError(f"unknown detector backend {backend!r} (choose from {', '.join(BACKENDS)})")
         if backend == "retinaface" and model_files is None:
@@ -68,6 +74,10 @@ class FaceDetector:
         self.min_score = (RETINAFACE_MIN_CONFIDENCE if backend == "retinaface" else 0.0) if min_score is None \
             else min_score
         self.model_files = model_files
+        self.runtime = runtime
+        self.cache_dir = cache_dir
+        #: What runs the retinaface network once loaded: "onnxruntime" or "opencv" (None: not loaded / other).
+        self.runtime_used: str | None = None
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -84,8 +94,7 @@ class FaceDetector:
                 import dlib
 
                 if self.backend == "retinaface":
-                    assert self.model_files is not None
-                    self._model = _read_caffe(*self.model_files)
+                    self._model = self._load_retinaface()
                 elif self.backend == "hog":
                     self._model = dlib.get_frontal_face_detector()
                 elif self.backend == "mmod":
@@ -96,6 +105,30 @@ class FaceDetector:
                         raise RuntimeError(f"cannot load OpenCV cascade {HAAR_CASCADE}")
                 log.debug("loaded %s face detector", self.backend)
         return self._model
+
+    def load(self) -> FaceDetector:
+        """Load the model now (at start, so that a problem shows there and the first face pays nothing)."""
+        self._load()
+        return self
+
+    def _load_retinaface(self) -> Any:
+        assert self.model_files is not None
+        net = _read_caffe(*self.model_files)  # missing or unreadable files: one line naming the fetch command
+        if self.runtime != "opencv":
+            try:
+                from edged.vision.retinaface_onnx import RetinaFaceOnnx
+
+                model = RetinaFaceOnnx(*self.model_files, cache_dir=self.cache_dir)
+                self.runtime_used = "onnxruntime"
+                return model
+            except Exception as exc:  # no onnxruntime / onnx, a graph it cannot run, a check that fails
+                why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                if self.runtime == "onnxruntime":
+                    raise ModelFileError(f"{self.model_files[1]}: RetinaFace on ONNX Runtime not usable ({why}); "
+                                         f"choose detector.runtime: opencv") from exc
+                log.warning("RetinaFace on ONNX Runtime not usable (%s); running it on OpenCV DNN", why)
+        self.runtime_used = "opencv"
+        return net
 
     def detect(self, image: np.ndarray, scale: float = 1.0, upsample: int | None = None) -> list[Box]:
         """Detect faces in an RGB uint8 image (HxWx3); optional downscale `scale` in (0, 1] and
@@ -129,6 +162,8 @@ class FaceDetector:
 
     def _run(self, model: Any, image: np.ndarray, upsample: int) -> list[tuple[int, int, int, int, float]]:
         if self.backend == "retinaface":
+            if self.runtime_used == "onnxruntime":
+                return model.detect(image, self.min_score)
             return _retinaface(model, image, self.min_score)
         if self.backend == "hog":
             rects, scores, _ = model.run(image, upsample, min(0.0, self.min_score))
