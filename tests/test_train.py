@@ -221,6 +221,30 @@ def test_int8_backend_refuses_a_missing_or_foreign_model(quantized, aligned_face
         embedder.embed(aligned_faces[:1])
 
 
+def test_an_int8_model_quantised_with_full_range_weights_is_refused(quantized, aligned_faces, tmp_path):
+    """Files made before `reduce_range` (saturating on CPUs without VNNI) name the command that remakes them."""
+    import shutil
+
+    import onnx
+
+    from edged.embed.nn4.quantize import META_INT8_RECIPE, QuantizeError
+    from edged.models.embedders import create_nn4_embedder
+
+    root, weights, _, _ = quantized
+    shutil.copy(weights, tmp_path / "v1.pt")
+    model = onnx.load(str(root / "v1.int8.onnx"))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != META_INT8_RECIPE]
+    assert len(kept) == len(model.metadata_props) - 1
+    del model.metadata_props[:]
+    for key, value in kept:
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp_path / "v1.int8.onnx"))
+    embedder = create_nn4_embedder(str(tmp_path / "v1.pt"), device="cpu", backend="onnxruntime-int8",
+                                   models_dir=str(tmp_path))
+    with pytest.raises(QuantizeError, match=r"v1\.int8\.onnx: quantised by an older edged .*edged train quantize"):
+        embedder.embed(aligned_faces[:1])
+
+
 def test_quantize_refuses_bad_input_in_one_line(quantized, tmp_path):
     from tests.conftest import run_cli
 
