@@ -229,6 +229,7 @@ def test_an_int8_model_quantised_with_full_range_weights_is_refused(quantized, a
 
     from edged.embed.nn4.quantize import META_INT8_RECIPE, QuantizeError
     from edged.models.embedders import create_nn4_embedder
+    from tests.conftest import run_cli
 
     root, weights, _, _ = quantized
     shutil.copy(weights, tmp_path / "v1.pt")
@@ -243,6 +244,14 @@ def test_an_int8_model_quantised_with_full_range_weights_is_refused(quantized, a
                                    models_dir=str(tmp_path))
     with pytest.raises(QuantizeError, match=r"v1\.int8\.onnx: quantised by an older edged .*edged train quantize"):
         embedder.embed(aligned_faces[:1])
+    # check-config says so before the daemon is started
+    config = tmp_path / "edged.yaml"
+    config.write_text(f"device_id: door\ncamera: {{source: '0'}}\nmodels: {{dir: {tmp_path}}}\n"
+                      f"embedder: {{name: nn4, weights: {tmp_path / 'v1.pt'}, backend: onnxruntime-int8}}\n")
+    done = run_cli("check-config", str(config))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"edged: error: {config}: embedder.backend: {tmp_path / 'v1.int8.onnx'}: quantised "
+                                  "by an older edged"), done.stderr
 
 
 def test_quantize_refuses_bad_input_in_one_line(quantized, tmp_path):

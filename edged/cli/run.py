@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from edged.cli.common import Context, json_option
 from edged.config import ConfigErrors, load_config, mqtt_password
@@ -74,6 +75,21 @@ def cmd_run(ctx: Context) -> int:
     return 0
 
 
+def _int8_problem(cfg: Any) -> str | None:
+    """Why the configured nn4 int8 model cannot run (missing, made from other weights, an old recipe), or None."""
+    import numpy as np
+
+    from edged.models.embedders import embedder_from_config
+
+    try:
+        embedder = embedder_from_config(cfg)
+        size = embedder.alignment.size
+        embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+    except EdgedError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_check_config(ctx: Context) -> int:
     results = []
     for name in ctx.args.files:
@@ -101,6 +117,11 @@ def cmd_check_config(ctx: Context) -> int:
                          fleet_box(cfg))
             except EdgedError as exc:
                 results.append({"file": name, "ok": False, "problems": [f"{name}: fleet: {exc}"]})
+                continue
+        if cfg.embedder.name == "nn4" and cfg.embedder.backend == "onnxruntime-int8":
+            problem = _int8_problem(cfg)  # the daemon would refuse it at start: say so here
+            if problem:
+                results.append({"file": name, "ok": False, "problems": [f"{name}: embedder.backend: {problem}"]})
                 continue
         notes = []
         from edged.models.detectors import choose_detector
