@@ -18,7 +18,7 @@ import pytest
 from edged.config import EnrollConfig, default_config
 from edged.errors import GalleryError
 from edged.gallery import unknowns as uk
-from edged.gallery.enroll import CROP_FORMAT, Enroller
+from edged.gallery.enroll import CROP_FORMAT, Enroller, embed_crops
 from edged.gallery.match import Matcher
 from edged.gallery.store import MIGRATIONS, SCHEMA_VERSION, Gallery, NewSample
 from edged.gallery.unknowns import UnknownSample, UnknownVisit
@@ -222,7 +222,8 @@ def test_cluster_puts_a_repeat_visitor_together_and_a_stranger_apart(three_visit
 
 # ---- naming ----
 
-def test_naming_a_cluster_enrolls_it_through_the_gates_and_removes_its_visits(tmp_path, faces, version):
+def test_naming_a_cluster_enrolls_it_through_the_gates_and_removes_its_visits(tmp_path, faces, version,
+                                                                                dlib_embedder):
     path = tmp_path / "g.db"
     small = usample(faces[OTHERS[0]], version, face_px=60)  # a real face, but too small for enroll
     duplicate = usample(faces[A2[0]], version)  # the same face twice
@@ -243,6 +244,13 @@ def test_naming_a_cluster_enrolls_it_through_the_gates_and_removes_its_visits(tm
         stored = g.samples("colin", with_crops=True)
         assert all(s.face_px >= cfg.min_face_px and s.sharpness >= cfg.blur_min for s in stored)
         assert all(s.crop_format == CROP_FORMAT and s.source.startswith("unknown-visit-") for s in stored)
+        # embedded again from their crops, mirror-averaged as `edged enroll` stores samples (enroll.mirror)
+        again = embed_crops(dlib_embedder, [s.crop_png for s in stored], mirror=True)
+        vectors = np.stack([s.embedding for s in stored])
+        assert float(np.abs(vectors - again).max()) < 1e-5
+        kept = {encode_png(faces[stem].crop): faces[stem].embedding for stem in A1 + A2}
+        moved = [float(((kept[s.crop_png] - s.embedding) ** 2).sum()) for s in stored]
+        assert max(moved) < 0.05 and min(moved) > 0  # the same faces, re-aligned from the crop
         assert [v.id for v in uk.visits(g)] == [b]
         assert g.change_counter() == counter + 1
         # The named person is recognised in a photo the gallery never saw.

@@ -206,7 +206,12 @@ def cmd_name(ctx: Context) -> int:
     name = validate_name(args.name)
     display = validate_display_name(args.display_name) if args.display_name is not None else None
     with open_gallery(ctx) as gallery:
-        report = name_cluster(gallery, args.cluster, name, ctx.config.enroll, display_name=display)
+        embedder = None
+        if ctx.config.enroll.mirror:  # the samples embedded again from their crops, mirror-averaged as enroll does
+            from edged.models.embedders import embedder_from_config
+
+            embedder = embedder_from_config(ctx.config, gallery.embedder_name() or None)
+        report = name_cluster(gallery, args.cluster, name, ctx.config.enroll, display_name=display, embedder=embedder)
     if ctx.json:
         ctx.emit_json({"cluster": report.cluster, "name": name, "visits": report.visits, "added": report.added,
                        "rejected": [{"source": s, "reason": r} for s, r in report.rejected],

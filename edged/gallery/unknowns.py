@@ -47,6 +47,7 @@ import numpy as np
 
 from edged.config import EnrollConfig
 from edged.distance import EMBEDDING_DIM
+from edged.embed.base import Embedder
 from edged.errors import GalleryError
 from edged.gallery.match import Matcher, MatchRule
 from edged.gallery.store import (
@@ -546,15 +547,18 @@ def _one_version(samples: Sequence[UnknownSample], what: str, gallery_versions: 
 
 
 def name_cluster(gallery: Gallery, cluster_id_or_visit_ids: int | Sequence[int], name: str,
-                 enroll_cfg: EnrollConfig, display_name: str | None = None) -> NameReport:
+                 enroll_cfg: EnrollConfig, display_name: str | None = None,
+                 embedder: Embedder | None = None) -> NameReport:
     """Enroll a cluster (or the given visits) as person `name` and delete the visits, in one transaction.
 
     The samples go through `edged enroll`'s gates: face_px >= enroll.min_face_px, sharpness >= enroll.blur_min,
     no near-duplicate (enroll.duplicate_max) of the person's stored samples or of each other, the best
     (face_px x sqrt(sharpness)) `enroll.video_samples`. GalleryError, and nothing changed, for a missing cluster
     or visit, embeddings of another embedder than the gallery's, or when no sample passes the gates.
+    With `embedder` (the samples' own) and `enroll.mirror`, each kept sample with a stored crop is embedded again
+    from it mirror-averaged, as `edged enroll` stores its samples (the daemon's embeddings are of one view).
     """
-    from edged.gallery.enroll import gate_face, quality, select_distinct
+    from edged.gallery.enroll import CROP_FORMAT, embed_crops, gate_face, quality, select_distinct
 
     validate_name(name)
     with gallery._write(bump=False) as db:
@@ -582,10 +586,15 @@ def name_cluster(gallery: Gallery, cluster_id_or_visit_ids: int | Sequence[int],
             report.rejected += [(_source(passing[i]), f"near-duplicate (within duplicate_max "
                                                       f"{enroll_cfg.duplicate_max:g})") for i in dups]
             report.surplus = len(surplus)
+            remirror = enroll_cfg.mirror and embedder is not None and embedder.version == version
             for i in sorted(kept):
                 s = passing[i]
+                vector = s.embedding
+                if remirror and s.crop_png and s.crop_format == CROP_FORMAT:
+                    assert embedder is not None
+                    vector = embed_crops(embedder, [s.crop_png], mirror=True)[0]
                 crop = s.crop_png if enroll_cfg.keep_crops else None
-                new.append(NewSample(s.embedding, s.embedder, s.embedder_version, _source(s), s.face_px, s.sharpness,
+                new.append(NewSample(vector, s.embedder, s.embedder_version, _source(s), s.face_px, s.sharpness,
                                      crop, s.crop_format if crop else None))
         if not new:
             reasons = ", ".join(f"{r} {n}" for r, n in report.reason_counts().most_common())

@@ -424,8 +424,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def unknowns_name(request: Request) -> Response:
         _, form = await changing(request)
         ids, name = _ids(_field(form, "visits")), validate_name(_field(form, "name"))
-        with ctx.gallery() as g:
-            report = unknown_store.name_cluster(g, ids, name, ctx.cfg.enroll)
+        with ctx.gallery() as g, ctx._embed_lock:
+            embedder = ctx.embedder(g) if ctx.make_embedder is not None else None  # mirror-averaged as enroll does
+            report = unknown_store.name_cluster(g, ids, name, ctx.cfg.enroll, embedder=embedder)
         log.info("web: named %d unknown visit(s) %s (%d samples)", len(ids), name, report.added)
         return RedirectResponse(f"/people/{name}", status_code=303)
 
