@@ -212,6 +212,38 @@ def test_five_failed_attempts_lock_the_door_raise_an_alarm_and_survive_a_restart
 
 
 @pytest.mark.pure
+def test_one_attempt_seen_by_two_cameras_of_the_door_counts_once(tmp_path: Path) -> None:
+    """A near-match stranger in front of a door with two cameras is denied on both, but is one attempt; real
+    repeated attempts (a later one, or one of another near-match) still lock the door."""
+    from dataclasses import replace as changed
+
+    raw = base(rules=[{"name": "family", "groups": ["family"], "require_liveness": False}],
+               lockout={"attempts": 3, "window_s": 300, "base_s": 30, "max_s": 3600})
+    del raw["camera"]
+    raw["cameras"] = [{"source": "a.mp4", "name": "porch"}, {"source": "b.mp4", "name": "hall"}]
+    raw["access"]["doors"]["front"]["cameras"] = ["porch", "hall"]
+    cfg = parse_config(yaml.safe_dump(raw))
+    Gallery(tmp_path / "g.db").close()
+    out: list = []
+    ctl = AccessController(cfg, tmp_path / "g.db", out.append, FakeCommands(), relays={"front": FakeRelay()},
+                           contacts={})
+    ctl.start()
+    now = at("2026-12-07 10:00")
+
+    def near(track: int, camera: str, wall: float, candidate: str = "alice") -> IdentityEvent:
+        e = event(EventKind.UNKNOWN, None, track, wall, reason=UnknownReason.AMBIGUOUS)
+        return changed(e, camera=camera, candidate=candidate)
+
+    for i in range(2):  # two visits of one near-match, each seen by both cameras within a second
+        ctl.handle(near(10 + i, "porch", now + 60 * i))
+        ctl.handle(near(10 + i, "hall", now + 60 * i + 0.8))
+    assert [d.outcome for d in out] == ["denied"] * 4 and ctl.lockouts["front"].failures == 2
+    ctl.handle(near(20, "hall", now + 61, candidate="bob"))  # another near-match: an attempt of its own
+    assert [d.outcome for d in out][-2:] == ["denied", "alarm"] and ctl.lockouts["front"].failures == 3
+    ctl.close(1.0)
+
+
+@pytest.mark.pure
 def test_a_relay_that_cannot_be_driven_is_reported_in_the_decision(tmp_path: Path) -> None:
     """The real libgpiod binding on something that is not a GPIO chip: the grant says the relay failed and
     why (no exception reaches the sink), the MQTT command still goes out."""

@@ -11,8 +11,9 @@ A sink on the event stream. For every track at a door's camera it decides once:
 * one grant per person and door per `access.cooldown_s` (a person standing at the door is not re-granted).
 
 Denials that look like an attack (a near-match: unknown but within the threshold of someone; failed
-liveness) count towards the **lockout**: `lockout.attempts` of them at one door within `lockout.window_s`
-lock the door for `lockout.base_s`, doubling with every further one (up to `lockout.max_s`), and raise an
+liveness) count towards the **lockout** (one attempt seen by two cameras of the door counts once,
+`SAME_ATTEMPT_S`): `lockout.attempts` of them at one door within `lockout.window_s` lock the door for
+`lockout.base_s`, doubling with every further one (up to `lockout.max_s`), and raise an
 **alarm**; the state is stored in the gallery database (`edged.gallery.audit`) and survives a restart.
 
 A grant **acts**: it publishes the door's MQTT command (not queued: a door must never open late, so it is
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: Tracks remembered (decided, liveness verdicts) at most; a track taken over never sees its `left`.
 MAX_TRACKS = 4096
+#: A failure at a door's other camera for the same person (or near-match candidate) within this many seconds is
+#: the same attempt, seen twice: it is denied on both cameras but counts once towards the lockout.
+SAME_ATTEMPT_S = 10.0
 
 
 def config_version(cfg: Config) -> str:
@@ -235,6 +239,8 @@ class AccessController(EventSink):
         #: Tracks decided (insertion order; bounded: a taken-over track never sees its `left`).
         self._decided: dict[tuple[str, int], None] = {}
         self._granted: dict[tuple[str, str], float] = {}  # (person, door) -> wall time of the last grant
+        #: (door, who) -> (camera, wall time) of the last failure counted towards the lockout
+        self._failed: dict[tuple[str, str | None], tuple[str, float]] = {}
         self._gallery: Gallery | None = None
         self._lock = threading.Lock()
         self.counts = {"granted": 0, "denied": 0, "alarm": 0}
@@ -376,6 +382,8 @@ class AccessController(EventSink):
         self.counts[str(outcome)] += 1
         log.info("access %s at %s: %s (%s)", outcome, door, event.person or "-", "; ".join(reasons))
         self._emit(decision)
+        if count_failure and self._seen_by_another_camera(door, event):
+            count_failure = False  # one attempt, seen by two cameras of the door: it counts once
         alarm = count_failure and lockout.failure(event.wall)
         if alarm:
             self.counts["alarm"] += 1
@@ -385,6 +393,19 @@ class AccessController(EventSink):
             self._emit(replace(decision, outcome=AccessOutcome.ALARM, reasons=(why,), actions=()))
         if count_failure or outcome == AccessOutcome.GRANTED:
             self._save(door)
+
+    def _seen_by_another_camera(self, door: str, event: IdentityEvent) -> bool:
+        """Whether this failure is one already counted at the door from another of its cameras (the same person
+        or near-match candidate within `SAME_ATTEMPT_S`); records it otherwise."""
+        camera = event.camera or self.camera
+        key = (door, event.person or event.candidate)
+        last = self._failed.get(key)
+        if last is not None and last[0] != camera and abs(event.wall - last[1]) <= SAME_ATTEMPT_S:
+            return True
+        self._failed[key] = (camera, event.wall)
+        while len(self._failed) > MAX_TRACKS:
+            del self._failed[next(iter(self._failed))]
+        return False
 
     def _save(self, door: str) -> None:
         if self._gallery is None:
