@@ -57,6 +57,14 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
 SHOWN_MAX = 160
 
 
+def write_private_cache(path: Path, data: bytes) -> None:
+    """Write a cache file 0600, making each missing directory above it 0700 (a models or cache directory holds
+    biometric-adjacent data); `OSError` / `EdgedError` when it cannot be written."""
+    for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
+        directory.mkdir(mode=0o700)
+    atomic_write(path, data, 0o600)
+
+
 def shown(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], limit: int = SHOWN_MAX) -> str:
     """A file name fit for a one-line message: undecodable bytes as \\xNN, control characters escaped,
     names longer than `limit` shortened in the middle ('...'), so any name prints without an error."""

@@ -75,6 +75,11 @@ def test_the_export_is_cached_private_reused_and_rebuilt_when_damaged(files, tmp
         again = rx.RetinaFaceOnnx(*files, cache_dir=cache)
     assert "cached RetinaFace export not usable" in caplog.text and path.read_bytes() == built
     assert again.detect(rx.probe_image(), 0.0) == rx.RetinaFaceOnnx(*files).detect(rx.probe_image(), 0.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "edged.vision.retinaface_onnx"):  # a cache nobody can write to
+        unwritable = rx.RetinaFaceOnnx(*files, cache_dir=Path("/proc"))
+    assert "cannot cache the RetinaFace export in /proc" in caplog.text
+    assert unwritable.detect(rx.probe_image(), 0.0) == again.detect(rx.probe_image(), 0.0)
 
 
 def test_auto_falls_back_to_opencv_and_onnxruntime_insists_in_one_line(files, frames, monkeypatch, caplog) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from edged.embed.ort_runner import INPUT_NAME, OrtRunner, machine_key, optimize_for_this_machine
 from edged.errors import EdgedError
-from edged.fileio import atomic_write
+from edged.fileio import write_private_cache
 
 log = logging.getLogger(__name__)
 
@@ -425,9 +425,7 @@ def load_runner(model_path: str | os.PathLike[str], reference: Callable[[], Any]
     check_export(runner, expected, digest)
     if path is not None:
         try:
-            for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
-                directory.mkdir(mode=0o700)
-            atomic_write(path, data, 0o600)
+            write_private_cache(path, data)
             for stale in path.parent.glob(f"{path.stem}.opt-*.onnx"):
                 stale.unlink(missing_ok=True)  # made from an earlier file of the same name
             log.info("cached dlib's ResNet as ONNX in %s", path)

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edged.errors import ModelFileError
+from edged.errors import EdgedError, ModelFileError
+from edged.fileio import write_private_cache
 
 log = logging.getLogger(__name__)
 
@@ -474,16 +475,12 @@ class RetinaFaceOnnx:
         data, _ = build_onnx(prototxt, caffemodel)
         self._session = self._checked(data, probe, expected)
         if path is not None:
-            from edged.fileio import atomic_write
-
             try:
-                for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
-                    directory.mkdir(mode=0o700)
-                atomic_write(path, data, 0o600)
+                write_private_cache(path, data)
                 log.info("cached the RetinaFace detector as ONNX in %s", path)
-            except OSError as exc:
+            except (OSError, EdgedError) as exc:
                 log.warning("cannot cache the RetinaFace export in %s (%s); it will be rebuilt next start",
-                            path.parent, exc.strerror or exc)
+                            path.parent, getattr(exc, "strerror", None) or exc)
 
     def _checked(self, data: bytes, probe: np.ndarray, expected: list[np.ndarray]) -> Any:
         import onnxruntime as ort

@@ -22,9 +22,10 @@ import torch
 from edged.embed.nn4.fast import RECIPE_VERSION, export_onnx
 from edged.embed.nn4.net import NN4Small2
 from edged.embed.nn4.preprocess import IMG_DIM
-from edged.embed.nn4.weights import atomic_write_bytes
 from edged.embed.ort_runner import CACHE_SUBDIR, FACES_PER_RUN, INPUT_NAME, FasterOf, session_options
 from edged.embed.ort_runner import OrtRunner as OrtNN4
+from edged.errors import EdgedError
+from edged.fileio import write_private_cache
 
 #: The runner's names as nn4's code and tests use them.
 __all__ = ["CACHE_SUBDIR", "FACES_PER_RUN", "INPUT_NAME", "FasterOf", "OrtNN4", "session_options"]
@@ -94,14 +95,12 @@ def fresh_export(module: NN4Small2, digest: str) -> bytes:
 
 def _write_cache(path: Path, data: bytes) -> None:
     try:
-        for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
-            directory.mkdir(mode=0o700)  # every directory made here (models dir, cache dir) is private
+        write_private_cache(path, data)  # every directory made here (models dir, cache dir) is private
         os.chmod(path.parent, 0o700)
-        atomic_write_bytes(path, data)
         log.info("cached the nn4 ONNX export in %s", path)
-    except OSError as exc:
+    except (OSError, EdgedError) as exc:
         log.warning("cannot cache the nn4 ONNX export in %s (%s); it will be rebuilt next start",
-                    path.parent, exc.strerror or exc)
+                    path.parent, getattr(exc, "strerror", None) or exc)
 
 
 def load_runner(module: NN4Small2, digest: str, cache_dir: Path | None, threads: int = 0) -> OrtNN4:
