@@ -118,7 +118,7 @@ class FaceDetector:
             try:
                 from edged.vision.retinaface_onnx import RetinaFaceOnnx
 
-                model = RetinaFaceOnnx(*self.model_files, cache_dir=self.cache_dir)
+                model = RetinaFaceOnnx(*self.model_files, cache_dir=self.cache_dir, net=net)
                 self.runtime_used = "onnxruntime"
                 return model
             except Exception as exc:  # no onnxruntime / onnx, a graph it cannot run, a check that fails

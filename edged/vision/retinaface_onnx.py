@@ -3,15 +3,16 @@
 The network is read from its own files: the layer graph from `deploy.prototxt` (a small text-format parser
 below), the weights through OpenCV's Caffe importer (`cv2.dnn.Net.getParam`, the blobs as stored). It is
 written as an ONNX graph with `onnx.helper` (no torch): each BatchNorm + Scale folded into the convolution
-before it, RGB uint8 NHWC in (the mean and the BGR channel order folded into the first convolution), the
-six head convolutions (box offsets and face / background scores at strides 8, 16, 32) out. What Caffe's
-PriorBox, Softmax and DetectionOutput layers do after them is done here in numpy (`decode`): the same anchors,
-CENTER_SIZE decoding with the variances, the confidence threshold, greedy NMS at the prototxt's IoU, top_k and
-keep_top_k. Checked against OpenCV DNN on the probe images when built (the raw heads within `HEAD_TOLERANCE`);
+before it, RGB uint8 NHWC in (the mean subtracted in the graph, the BGR channel order folded into the first
+convolution), the six head convolutions (box offsets and face / background scores at strides 8, 16, 32) out.
+What Caffe's PriorBox, Softmax and DetectionOutput layers do after them is done here in numpy (`decode`): the
+same anchors, CENTER_SIZE decoding with the variances, the confidence threshold, greedy NMS at the prototxt's
+IoU, top_k and keep_top_k. Checked against OpenCV DNN on a probe image at every load (the raw heads within
+`HEAD_TOLERANCE`);
 cached as `<models dir>/cache/retinaface-<sha>.r<RECIPE_VERSION>.onnx` (0600).
 
-On the 2-core development machine ONNX Runtime runs it ~2x faster than OpenCV DNN (`edged bench`,
-`stages.detect.retinaface_runtimes`); the boxes are OpenCV's to within a pixel.
+On the 2-core development machine ONNX Runtime takes 0.76-0.83 of OpenCV DNN's time from 640x360 to 1920x1080
+(`edged bench`, `cameras.detectors.sizes.*.retinaface_ort_vs_opencv`), with the same boxes.
 """
 
 from __future__ import annotations
@@ -89,10 +90,11 @@ def _values(pairs: list[tuple[str, Any]], key: str) -> list[Any]:
     return [v for k, v in pairs if k == key]
 
 
-def read_layers(prototxt_text: str) -> list[Layer]:
-    """The prototxt's layers with their scalar parameters (every `*_param` block flattened, repeated keys kept)."""
+def read_layers(prototxt: str | list[tuple[str, Any]]) -> list[Layer]:
+    """The prototxt's layers (its text, or `parse_prototxt` of it) with their scalar parameters (every `*_param`
+    block flattened, repeated keys kept)."""
     layers = []
-    for body in _values(parse_prototxt(prototxt_text), "layer"):
+    for body in _values(parse_prototxt(prototxt) if isinstance(prototxt, str) else prototxt, "layer"):
         params: dict[str, list[str]] = {}
         for key, value in body:
             if key.endswith("_param") and isinstance(value, list):
@@ -280,16 +282,18 @@ def _blobs(net: Any, layer: Layer) -> list[np.ndarray]:
     raise ModelFileError(f"layer {layer.name}: no weights in the caffemodel")
 
 
-def build_onnx(prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[str]) -> tuple[bytes, Decoding]:
-    """The detector's network as ONNX (uint8 RGB NHWC in, the head convolutions out) and how to decode it."""
+def build_onnx(prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[str], net: Any = None) -> bytes:
+    """The detector's network as ONNX (uint8 RGB NHWC in, the head convolutions out); `net`: OpenCV's reading of
+    the two files when the caller has one (else read here)."""
     import cv2
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    text = Path(prototxt).read_text(encoding="utf-8", errors="replace")
     try:
-        layers = read_layers(text)
-        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        parsed = parse_prototxt(Path(prototxt).read_text(encoding="utf-8", errors="replace"))
+        layers = read_layers(parsed)
+        if net is None:
+            net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     except (ValueError, IndexError, cv2.error) as exc:
         raise ModelFileError(f"{prototxt}: not a readable Caffe network ({str(exc).strip().splitlines()[-1][:200]})"
                              ) from exc
@@ -315,7 +319,7 @@ def build_onnx(prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[s
     nodes.append(helper.make_node("Sub", [x, const("mean_rgb", np.asarray(MEAN_BGR[::-1], np.float32))], [y]))
     z = fresh("nchw")
     nodes.append(helper.make_node("Transpose", [y], [z], perm=[0, 3, 1, 2]))
-    inputs = _values(parse_prototxt(text), "input") or ["data"]
+    inputs = _values(parsed, "input") or ["data"]
     names[inputs[0]] = z
     first_conv = True
     skip: set[str] = set()
@@ -353,19 +357,13 @@ def build_onnx(prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[s
                         raise ModelFileError(f"layer {layer.name}: the first convolution does not take 3 channels")
                     weight = weight[:, ::-1]  # the network was trained on BGR; the graph takes RGB
                     first_conv = False
-                out = layer.tops[0] if layer.tops[0] in head_outputs else fresh(top)
-                w_name = const(f"{layer.name}.w", weight.astype(np.float32))
-                b_name = const(f"{layer.name}.b", bias.astype(np.float32))
-                nodes.append(helper.make_node("Conv", [names[layer.bottoms[0]], w_name, b_name], [out],
-                                              kernel_shape=[k, k], strides=[stride, stride],
-                                              pads=[pad, pad, pad, pad], group=group, dilations=[dilation] * 2))
-            else:
-                out = fresh(top)
-                w_name = const(f"{layer.name}.w", weight.astype(np.float32))
-                b_name = const(f"{layer.name}.b", bias.astype(np.float32))
-                nodes.append(helper.make_node("ConvTranspose", [names[layer.bottoms[0]], w_name, b_name], [out],
-                                              kernel_shape=[k, k], strides=[stride, stride],
-                                              pads=[pad, pad, pad, pad], group=group, dilations=[dilation] * 2))
+            out = layer.tops[0] if layer.tops[0] in head_outputs else fresh(top)
+            w_name = const(f"{layer.name}.w", weight.astype(np.float32))
+            b_name = const(f"{layer.name}.b", bias.astype(np.float32))
+            nodes.append(helper.make_node("Conv" if kind == "Convolution" else "ConvTranspose",
+                                          [names[layer.bottoms[0]], w_name, b_name], [out],
+                                          kernel_shape=[k, k], strides=[stride, stride],
+                                          pads=[pad, pad, pad, pad], group=group, dilations=[dilation] * 2))
             names[top] = out
             if top != layer.tops[0]:
                 names[layer.tops[0]] = out
@@ -407,7 +405,7 @@ def build_onnx(prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[s
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edged")
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return model.SerializeToString(), decoding
+    return model.SerializeToString()
 
 
 def files_digest(prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[str]) -> str:
@@ -451,7 +449,8 @@ class RetinaFaceOnnx:
     `ExportCheckError` raised when it does not agree (a corrupt cached file is rebuilt once first)."""
 
     def __init__(self, prototxt: str | os.PathLike[str], caffemodel: str | os.PathLike[str],
-                 cache_dir: Path | None = None, threads: int = 0) -> None:
+                 cache_dir: Path | None = None, threads: int = 0, net: Any = None) -> None:
+        """`net`: OpenCV DNN's reading of the two files when the caller has one (the reference; else read here)."""
         import cv2
 
         from edged.machine import usable_cores
@@ -459,7 +458,8 @@ class RetinaFaceOnnx:
         self.threads = threads if threads > 0 else usable_cores()
         self.decoding = decoding_of(read_layers(Path(prototxt).read_text(encoding="utf-8", errors="replace")))
         self.outputs = [n for h in self.decoding.heads for n in (h.loc, h.conf)]
-        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        if net is None:
+            net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
         probe = probe_image()
         expected = opencv_heads(net, probe, self.decoding)
         digest = files_digest(prototxt, caffemodel)
@@ -472,7 +472,7 @@ class RetinaFaceOnnx:
             except Exception as exc:  # corrupt, truncated or stale: ORT raises several kinds
                 log.warning("%s: cached RetinaFace export not usable (%s); rebuilding it", path,
                             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-        data, _ = build_onnx(prototxt, caffemodel)
+        data = build_onnx(prototxt, caffemodel, net)
         self._session = self._checked(data, probe, expected)
         if path is not None:
             try:
