@@ -1,4 +1,4 @@
-"""ONNX Runtime session settings shared by every model edged runs on it (embedders, detector, anti-spoofing)."""
+"""ONNX Runtime session settings shared by edged's own ONNX models (the embedders, the RetinaFace detector)."""
 
 from __future__ import annotations
 

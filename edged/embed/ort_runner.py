@@ -19,13 +19,13 @@ from edged.distance import EMBEDDING_DIM
 from edged.machine import usable_cores
 from edged.onnxrt import session_options
 
+__all__ = ["CACHE_SUBDIR", "FACES_PER_RUN", "INPUT_NAME", "FasterOf", "OrtRunner", "machine_key",
+           "optimize_for_this_machine", "session_options"]
+
 #: The input of every export run here: uint8 RGB faces, (N, H, W, 3).
 INPUT_NAME = "faces"
 #: Where exports are cached, under the models directory.
 CACHE_SUBDIR = "cache"
-__all__ = ["CACHE_SUBDIR", "FACES_PER_RUN", "INPUT_NAME", "FasterOf", "OrtRunner", "machine_key",
-           "optimize_for_this_machine", "session_options"]
-
 #: Faces per session run: bounds the memory ONNX Runtime's arena grows to (per-face speed is flat beyond ~8).
 FACES_PER_RUN = 8
 
@@ -170,4 +170,3 @@ def optimize_for_this_machine(model_bytes: bytes, path: str) -> None:
     options = session_options(1)
     options.optimized_model_filepath = path
     ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-

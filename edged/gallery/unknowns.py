@@ -586,15 +586,16 @@ def name_cluster(gallery: Gallery, cluster_id_or_visit_ids: int | Sequence[int],
             report.rejected += [(_source(passing[i]), f"near-duplicate (within duplicate_max "
                                                       f"{enroll_cfg.duplicate_max:g})") for i in dups]
             report.surplus = len(surplus)
-            remirror = enroll_cfg.mirror and embedder is not None and embedder.version == version
-            for i in sorted(kept):
-                s = passing[i]
-                vector = s.embedding
-                if remirror and s.crop_png and s.crop_format == CROP_FORMAT:
-                    assert embedder is not None
-                    vector = embed_crops(embedder, [s.crop_png], mirror=True)[0]
+            chosen = [passing[i] for i in sorted(kept)]
+            vectors = {j: s.embedding for j, s in enumerate(chosen)}
+            if enroll_cfg.mirror and embedder is not None and embedder.version == version:
+                again = [j for j, s in enumerate(chosen) if s.crop_png and s.crop_format == CROP_FORMAT]
+                if again:  # one batch for all of them
+                    vectors.update(zip(again, embed_crops(embedder, [chosen[j].crop_png or b"" for j in again],
+                                                          mirror=True), strict=True))
+            for j, s in enumerate(chosen):
                 crop = s.crop_png if enroll_cfg.keep_crops else None
-                new.append(NewSample(vector, s.embedder, s.embedder_version, _source(s), s.face_px, s.sharpness,
+                new.append(NewSample(vectors[j], s.embedder, s.embedder_version, _source(s), s.face_px, s.sharpness,
                                      crop, s.crop_format if crop else None))
         if not new:
             reasons = ", ".join(f"{r} {n}" for r, n in report.reason_counts().most_common())
