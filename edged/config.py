@@ -408,6 +408,13 @@ class LivenessConfig(_Section):
     parallax_min: float = Field(3.0, ge=1.0, le=100.0)
     #: ONNX Runtime threads of the texture models (per call).
     threads: int = Field(1, ge=1, le=64)
+    #: The 68-point landmarks of the blink and parallax cues: the first `landmark_stages` of the 15 stages of
+    #: dlib's model, each with its first `landmark_trees` of 500 regression trees (`edged.vision.landmark_trees`).
+    #: Fewer is faster (15 x 150: ~4x) but weakens the motion cue where the daemon follows a face between
+    #: detections (motion alone accepted 1 of 83 photo attacks with the full model, 4 at 15 x 250, 9 at 15 x 150;
+    #: texture+motion refused all 83 at 15 x 150): for slow boxes that keep texture+motion (docs/liveness.md).
+    landmark_stages: int = Field(15, ge=1, le=15)
+    landmark_trees: int = Field(500, ge=10, le=500)
 
 
 class TLSConfig(_Section):

@@ -79,9 +79,10 @@ class AlignedFaces:
 
 def bench_align(shared: Path, plan: BenchPlan) -> tuple[dict[str, Any], AlignedFaces]:
     """Per face: 68-point landmarks + OpenFace 96 crop (nn4) and 5-point landmarks + dlib 150 chip."""
-    from edged.vision.align import DLIB_CHIP_150, OPENFACE_96, FaceAligner
+    from edged.vision.align import DLIB_CHIP_150, OPENFACE_96, FaceAligner, LandmarkPredictor
     from edged.vision.detect import FaceDetector
     from edged.vision.imageio import load_image
+    from edged.vision.landmark_trees import FASTER_OPTION_TREES, FULL_STAGES
 
     detector = FaceDetector("hog", upsample=1)
     faces = []
@@ -92,10 +93,14 @@ def bench_align(shared: Path, plan: BenchPlan) -> tuple[dict[str, Any], AlignedF
     if not faces:
         raise BenchError("no face found in the align-stage photos")
     nn4_aligner, dlib_aligner = FaceAligner(OPENFACE_96), FaceAligner(DLIB_CHIP_150)
+    # the faster landmarks `liveness.landmark_trees` can choose for the blink and parallax cues (not the default)
+    option = (FULL_STAGES, FASTER_OPTION_TREES)
+    liveness = LandmarkPredictor(68, stages=option[0], trees=option[1])
     marks68 = [nn4_aligner.landmarks(img, box) for img, box in faces]
     marks5 = [dlib_aligner.landmarks(img, box) for img, box in faces]
     runners: dict[str, Runner] = {
         "landmarks68": lambda: [nn4_aligner.landmarks(img, box) for img, box in faces],
+        "landmarks68_liveness": lambda: [liveness.predict(img, box) for img, box in faces],
         "openface96": lambda: [nn4_aligner.crop(img, box, m) for (img, box), m in zip(faces, marks68, strict=True)],
         "landmarks5": lambda: [dlib_aligner.landmarks(img, box) for img, box in faces],
         "dlib_chip150": lambda: [dlib_aligner.crop(img, box, m) for (img, box), m in zip(faces, marks5, strict=True)],
@@ -106,10 +111,25 @@ def bench_align(shared: Path, plan: BenchPlan) -> tuple[dict[str, Any], AlignedF
                               "nn4_per_face_ms": round(per_face["landmarks68"]["median_ms"]
                                                        + per_face["openface96"]["median_ms"], 4),
                               "dlib_per_face_ms": round(per_face["landmarks5"]["median_ms"]
-                                                        + per_face["dlib_chip150"]["median_ms"], 4)}
+                                                        + per_face["dlib_chip150"]["median_ms"], 4),
+                              "liveness_landmarks": {
+                                  "stages": option[0], "trees_per_stage": option[1],
+                                  "full_vs_liveness": round(per_face["landmarks68"]["median_ms"]
+                                                            / per_face["landmarks68_liveness"]["median_ms"], 2),
+                                  "error_over_iod": round(landmark_error(
+                                      marks68, [liveness.predict(img, box) for img, box in faces]), 4)}}
     aligned = AlignedFaces([nn4_aligner.crop(img, box, m) for (img, box), m in zip(faces, marks68, strict=True)],
                            [dlib_aligner.crop(img, box, m) for (img, box), m in zip(faces, marks5, strict=True)])
     return result, aligned
+
+
+def landmark_error(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
+    """Mean landmark distance between two sets of 68-point landmarks over the reference's inter-ocular distance."""
+    errors = []
+    for a, b in zip(reference, other, strict=True):
+        iod = float(np.linalg.norm(a[36:42].mean(axis=0) - a[42:48].mean(axis=0)))
+        errors.append(float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=1).mean()) / max(iod, 1e-6))
+    return float(np.mean(errors))
 
 
 def tile_batch(faces: Sequence[np.ndarray], n: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from edged.cli.common import Context, json_option
+from edged.errors import UsageError
 
 
 def register_liveness(bench: argparse._SubParsersAction) -> None:
@@ -33,6 +34,8 @@ def register_liveness(bench: argparse._SubParsersAction) -> None:
     q.add_argument("--require", choices=("texture+motion", "texture+blink", "texture", "motion"),
                    help="override liveness.require")
     q.add_argument("--texture-every-n", type=int, metavar="N", help="override liveness.texture_every_n")
+    q.add_argument("--landmark-stages", type=int, metavar="N", help="override liveness.landmark_stages")
+    q.add_argument("--landmark-trees", type=int, metavar="N", help="override liveness.landmark_trees")
     q.add_argument("--upsample", type=int, default=0, choices=(0, 1, 2), help="HOG upsampling (default 0)")
     q.add_argument("--list", action="store_true", help="also print one line per presentation")
     json_option(q)
@@ -49,8 +52,18 @@ def cmd_eval_liveness(ctx: Context) -> int:
         changes["require"] = args.require
     if args.texture_every_n is not None:
         changes["texture_every_n"] = args.texture_every_n
+    for key in ("landmark_stages", "landmark_trees"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
     if changes:
-        cfg = type(cfg).model_validate({**cfg.model_dump(), **changes})
+        from pydantic import ValidationError
+
+        try:
+            cfg = type(cfg).model_validate({**cfg.model_dump(), **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = str(first["loc"][0]) if first["loc"] else "?"
+            raise UsageError(f"--{key.replace('_', '-')} {changes.get(key)}: {first['msg'].lower()}") from None
     if args.synthetic_photos < 0 or args.synthetic_replays < 0:
         raise ev.LivenessEvalError("--synthetic-photos and --synthetic-replays must be >= 0")
     if args.seconds is not None and args.seconds <= 0:
@@ -75,7 +88,9 @@ def cmd_eval_liveness(ctx: Context) -> int:
         from edged.models.liveness import texture_model
 
         texture = texture_model(ctx.config, ctx.models_dir())
-    analysers = ev.Analysers.load(texture, args.upsample)
+    from edged.models.liveness import landmark_predictor
+
+    analysers = ev.Analysers.load(texture, args.upsample, landmark_predictor(ctx.config, ctx.models_dir(), cfg))
     with ctx.progress(len(presentations), "liveness") as bar:
         results, report = ev.evaluate(presentations, analysers, cfg, args.seconds, bar.update)
     if ctx.json:

@@ -383,8 +383,12 @@ class Analysers:
     texture: TextureModel | None
 
     @classmethod
-    def load(cls, texture: TextureModel | None, upsample: int = 0) -> Analysers:
-        return cls(FaceDetector("hog", upsample=upsample), LandmarkPredictor(68), texture)
+    def load(cls, texture: TextureModel | None, upsample: int = 0,
+             landmarks: LandmarkPredictor | None = None) -> Analysers:
+        """`landmarks`: default the model of the liveness defaults (`landmark_stages`, `landmark_trees`)."""
+        d = LivenessConfig()
+        return cls(FaceDetector("hog", upsample=upsample),
+                   landmarks or LandmarkPredictor(68, stages=d.landmark_stages, trees=d.landmark_trees), texture)
 
 
 def evaluate(presentations: Iterable[Presentation], analysers: Analysers, cfg: LivenessConfig,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edged.config import Config
+from edged.config import Config, LivenessConfig
+from edged.embed.ort_runner import CACHE_SUBDIR
 from edged.models import store
 from edged.models.registry import Registry, load_registry
+from edged.vision.align import LandmarkPredictor
 from edged.vision.antispoof import TextureModel
 
 #: The registry name of Silent-Face's MiniFASNet pair.
@@ -37,3 +39,14 @@ def texture_model(cfg: Config | None = None, directory: str | Path | None = None
     chosen = directory if directory is not None else store.models_dir(cfg.models.dir if cfg else None)
     v2, v1se = minifasnet_paths(chosen)
     return TextureModel(v2, v1se, threads=cfg.liveness.threads if cfg else 1)
+
+
+def landmark_predictor(cfg: Config | None = None, directory: str | Path | None = None,
+                       liveness: LivenessConfig | None = None) -> LandmarkPredictor:
+    """The 68-point landmarks of the blink and parallax cues: dlib's model truncated to `liveness`'s (default the
+    config's) `landmark_stages` and `landmark_trees` (`edged.vision.landmark_trees`), cached in the models
+    directory."""
+    chosen = directory if directory is not None else store.models_dir(cfg.models.dir if cfg else None)
+    live = liveness or (cfg.liveness if cfg else LivenessConfig())
+    return LandmarkPredictor(68, stages=live.landmark_stages, trees=live.landmark_trees,
+                             cache_dir=Path(chosen).expanduser() / CACHE_SUBDIR)

@@ -97,12 +97,14 @@ class TrackLiveness:
     def __init__(self, cfg: LivenessConfig, texture: TextureModel | None,
                  landmarks: LandmarkPredictor | Callable[[np.ndarray, object], np.ndarray] | None = None,
                  worker: TextureWorker | bool = False) -> None:
-        """`landmarks`: a 68-point predictor (share the aligner's when it has 68 points: ~100 MB each).
+        """`landmarks`: a 68-point predictor (share the aligner's when it is the same model: ~20-100 MB each).
         `worker`: run the texture models in this `TextureWorker` (True: a new one; share one between cameras),
         False: on the calling thread. A new predictor or worker is warmed up here (`warm_up`)."""
         self.cfg = cfg
         self.texture = texture
         predictor = landmarks or LandmarkPredictor(68)
+        #: Where this track's landmarks come from (`known` marks of `observe` must come from the same model).
+        self.landmarks = predictor
         if isinstance(predictor, LandmarkPredictor):
             if predictor.points != 68:
                 raise ValueError("liveness needs dlib's 68-point landmark model")

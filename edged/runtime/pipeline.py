@@ -201,14 +201,18 @@ class RecognitionPipeline:
         liveness = None
         if cfg.liveness.enabled:
             if share is not None and share.liveness is not None:
-                liveness = TrackLiveness(cfg.liveness, share.liveness.texture, landmarks=share.liveness.predict,
+                liveness = TrackLiveness(cfg.liveness, share.liveness.texture, landmarks=share.liveness.landmarks,
                                          worker=share.liveness.worker or False)
             else:
-                from edged.models.liveness import texture_model  # onnxruntime only when liveness is on
+                from edged.models.liveness import landmark_predictor, texture_model  # onnxruntime only when on
 
                 texture = texture_model(cfg) if cfg.liveness.require != "motion" else None
-                shared = aligner.predictor if aligner.predictor.points == 68 else None  # nn4: one 68-point model
-                liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared, worker=True)
+                own = aligner.predictor
+                # nn4 aligns with the 68-point model: one model for both when liveness wants the full one
+                wanted = (cfg.liveness.landmark_stages, cfg.liveness.landmark_trees)
+                shared = own if own.points == 68 and (own.stages, own.trees) == wanted else None
+                liveness = TrackLiveness(cfg.liveness, texture, landmarks=shared or landmark_predictor(cfg),
+                                         worker=True)
         pipeline = cls(embedder, detection, cfg.tracking, cfg.vote, cfg.presence, detector=detector,
                        aligner=aligner, quality=cfg.quality, samples_per_track=samples, liveness=liveness)
         pipeline.detector_note = note
@@ -264,7 +268,8 @@ class RecognitionPipeline:
         reports: list[LivenessReport] = []
         if self.liveness is not None:
             start = self._timer()
-            reports = self.liveness.observe(frame, update.tracks, marks, self.voter.identity)
+            known = marks if self.liveness.landmarks is self.aligner.predictor else None  # one model per track
+            reports = self.liveness.observe(frame, update.tracks, known, self.voter.identity)
             reports.extend(self.liveness.due(t, frame.wall))
             self.stats.liveness_updates = self.liveness.updates
             if self.liveness.worker is not None:

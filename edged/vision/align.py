@@ -9,8 +9,10 @@ Pure computation on RGB uint8 arrays; predictors load lazily once.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -18,6 +20,7 @@ import numpy as np
 
 from edged.types import Box
 from edged.vision import dlib_files as dlib_models
+from edged.vision.landmark_trees import FULL_STAGES, FULL_TREES, truncated_model_file
 
 #: dlib 68-point landmark indices used by nn4.small2.v1 (outer eye corners, nose tip).
 OUTER_EYES_AND_NOSE = (36, 45, 33)
@@ -95,14 +98,31 @@ def _to_dlib_rect(box: Box) -> Any:
 
 
 class LandmarkPredictor:
-    """dlib shape predictor (68 or 5 points) returning (K, 2) float32 pixel coordinates."""
+    """dlib shape predictor (68 or 5 points) returning (K, 2) float32 pixel coordinates.
 
-    def __init__(self, points: int = 68) -> None:
+    `stages`, `trees`: for the 68-point model, use only its first `stages` stages of regression trees, each with
+    its first `trees` trees (a faster, coarser model, `edged.vision.landmark_trees`; None: all of them), the
+    truncated file cached in `cache_dir`."""
+
+    def __init__(self, points: int = 68, stages: int | None = None, trees: int | None = None,
+                 cache_dir: Path | None = None) -> None:
         if points not in (68, 5):
             raise ValueError(f"landmark model must have 68 or 5 points, got {points}")
+        if (stages is not None or trees is not None) and points != 68:
+            raise ValueError("only the 68-point model can be truncated")
+        if min(stages or 1, trees or 1) < 1:
+            raise ValueError(f"stages and trees must be >= 1 (got {stages}, {trees})")
         self.points = points
+        self.stages = min(stages or FULL_STAGES, FULL_STAGES)
+        self.trees = min(trees or FULL_TREES, FULL_TREES)
+        self.cache_dir = cache_dir
         self._model: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def full(self) -> bool:
+        """The model as installed (not truncated)."""
+        return self.points != 68 or (self.stages, self.trees) == (FULL_STAGES, FULL_TREES)
 
     def _load(self) -> Any:
         with self._lock:
@@ -110,7 +130,16 @@ class LandmarkPredictor:
                 import dlib
 
                 name = dlib_models.SHAPE_68 if self.points == 68 else dlib_models.SHAPE_5
-                self._model = dlib.shape_predictor(dlib_models.model_path(name))
+                path = dlib_models.model_path(name)
+                if self.full:
+                    self._model = dlib.shape_predictor(path)
+                else:
+                    chosen, temporary = truncated_model_file(path, self.stages, self.trees, self.cache_dir)
+                    try:
+                        self._model = dlib.shape_predictor(chosen)
+                    finally:
+                        if temporary:
+                            os.unlink(chosen)
         return self._model
 
     def predict(self, image: np.ndarray, box: Box) -> np.ndarray:
