@@ -57,7 +57,11 @@ def test_quick_report_has_every_key(report: dict[str, Any]) -> None:
     assert set(st["decode"]) == {"jpeg_1920x1080", "jpeg_1280x720"}
     assert set(st["detect"]) == {"640x480_upsample0", "640x480_upsample1", "1280x720_upsample0",
                                  "1280x720_upsample1"}
-    assert set(st["align"]["per_face"]) == {"landmarks68", "openface96", "landmarks5", "dlib_chip150"}
+    assert set(st["align"]["per_face"]) == {"landmarks68", "landmarks68_fewer_trees", "openface96", "landmarks5",
+                                            "dlib_chip150"}
+    fewer = st["align"]["liveness_landmarks"]
+    assert (fewer["stages"], fewer["trees_per_stage"]) == (15, 150) and fewer["full_vs_fewer_trees"] > 0
+    assert 0.0 < fewer["error_over_iod"] < 0.06  # 0.040 on the bench's 9 faces (0.036 on 300 LFW faces)
     assert {"batch_1", "batch_16", "batch_64", "weights", "weights_source", "backend"} <= set(st["embed"]["nn4"])
     assert set(st["match"]["exact"]) == {"1000", "10000", "100000"}
     assert {"available", "backend", "sizes", "note"} <= set(st["match"]["ann"])
@@ -191,7 +195,7 @@ def test_human_report_is_a_table_of_the_same_numbers(report: dict[str, Any]) -> 
                    "match exact, 100,000 samples", "End to end: daemon on short_hamilton_clip.mp4",
                    "Peers: nn4 runtimes", "edged/ORT", "face_recognition-style", "load average",
                    "Real cameras (detector retinaface)", "pedestrians_1080p:", "idle scene (12 s still",
-                   "Several cameras (short_hamilton_clip.mp4"):
+                   "Several cameras (short_hamilton_clip.mp4", "trees (liveness option)"):
         assert needle in text, needle
     ratio = report["peers"]["nn4_runtimes"]["batch_16"]["ratio_edged_onnxruntime"]
     assert f"{ratio:.2f}" in text

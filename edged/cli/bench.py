@@ -86,6 +86,12 @@ def format_report(r: dict[str, Any]) -> list[str]:
     a = st["align"]
     rows += [["landmarks 68 + OpenFace 96 crop (nn4)", _ms(a["nn4_per_face_ms"]), "per face"],
              ["landmarks 5 + dlib chip 150 (dlib)", _ms(a["dlib_per_face_ms"]), "per face"]]
+    fewer = a.get("liveness_landmarks")
+    if fewer:
+        rows.append([f"landmarks 68, {fewer['stages']} x {fewer['trees_per_stage']} trees (liveness option)",
+                     _ms(a["per_face"]["landmarks68_fewer_trees"]["median_ms"]),
+                     f"{fewer['full_vs_fewer_trees']:.2f}x faster than the full model, landmarks "
+                     f"{fewer['error_over_iod']:.3f} IOD apart"])
     nn4 = st["embed"]["nn4"]
     for n in (1, 16, 64):
         b = nn4[f"batch_{n}"]
