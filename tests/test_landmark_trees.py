@@ -26,6 +26,7 @@ from edged.vision.landmark_trees import (
     truncated_model,
     truncated_model_file,
 )
+from edged.vision.parallax import inter_ocular
 from tests.conftest import LFW, run_cli
 
 SOURCE = Path(dlib_files.model_path(dlib_files.SHAPE_68))
@@ -74,8 +75,7 @@ def test_fewer_trees_stay_close_to_the_full_model_on_real_faces(faces, tmp_path:
         per_face = []
         for image, box in faces:
             a, b = full.predict(image, box), fast.predict(image, box)
-            iod = np.linalg.norm(a[36:42].mean(axis=0) - a[42:48].mean(axis=0))
-            per_face.append(float(np.linalg.norm(a - b, axis=1).mean() / iod))
+            per_face.append(float(np.linalg.norm(a - b, axis=1).mean() / inter_ocular(a)))
         errors[stages, trees] = float(np.mean(per_face))
     print("mean landmark distance to the full model over the inter-ocular distance:", errors)
     # measured on 300 faces (the module's table): 0.023 and 0.049; a different model would be far off

@@ -126,11 +126,10 @@ def bench_align(shared: Path, plan: BenchPlan) -> tuple[dict[str, Any], AlignedF
 
 def landmark_error(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
     """Mean landmark distance between two sets of 68-point landmarks over the reference's inter-ocular distance."""
-    errors = []
-    for a, b in zip(reference, other, strict=True):
-        iod = float(np.linalg.norm(a[36:42].mean(axis=0) - a[42:48].mean(axis=0)))
-        errors.append(float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=1).mean()) / max(iod, 1e-6))
-    return float(np.mean(errors))
+    from edged.vision.parallax import inter_ocular
+
+    return float(np.mean([np.linalg.norm(np.asarray(a) - np.asarray(b), axis=1).mean() / max(inter_ocular(a), 1e-6)
+                          for a, b in zip(reference, other, strict=True)]))
 
 
 def tile_batch(faces: Sequence[np.ndarray], n: int) -> np.ndarray:

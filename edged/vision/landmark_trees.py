@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edged.errors import EdgedError, ModelFileError
-from edged.fileio import shown, write_private_cache
+from edged.fileio import file_digests, shown, write_private_cache
 
 log = logging.getLogger(__name__)
 
@@ -194,15 +194,11 @@ def cached_path(cache_dir: Path, source_digest: str, stages: int, trees: int) ->
     return cache_dir / f"shape68-{source_digest[:32]}-s{stages}t{trees}.dat"
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _cached(path: Path) -> bool:
     """The cached model is there and is what was written (its digest file agrees)."""
     try:
         want = path.with_suffix(".sha256").read_text().strip()
-        return _digest(path.read_bytes()) == want
+        return file_digests(path)[1] == want
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -213,19 +209,19 @@ def truncated_model_file(source: str | os.PathLike[str], stages: int, trees: int
     The cached file when
     there is one (or one can be written); else a 0600 temporary file the caller deletes after loading it."""
     label = shown(source)
-    try:
+    try:  # the installed model is streamed through the digest; it is read whole only to build a new file
+        path = cached_path(cache_dir, file_digests(source)[1], stages, trees) if cache_dir is not None else None
+        if path is not None and _cached(path):
+            return str(path), False
         data = Path(source).read_bytes()
     except OSError as exc:
         raise LandmarkModelError(f"{label}: cannot read the landmark model ({exc.strerror or exc})") from None
-    path = cached_path(cache_dir, _digest(data), stages, trees) if cache_dir is not None else None
-    if path is not None and _cached(path):
-        return str(path), False
     log.info("landmarks: building the %d-stage, %d-tree model from %s (once)", stages, trees, label)
     model = truncated_model(data, trees, stages, label)
     if path is not None:
         try:
             write_private_cache(path, model)
-            write_private_cache(path.with_suffix(".sha256"), (_digest(model) + "\n").encode())
+            write_private_cache(path.with_suffix(".sha256"), (hashlib.sha256(model).hexdigest() + "\n").encode())
             return str(path), False
         except (OSError, EdgedError) as exc:
             log.warning("landmarks: cannot cache the %d-stage, %d-tree model in %s (%s); building it at every start",
